@@ -1,0 +1,1 @@
+"""Datasets: fetching, safe extraction, the offline demo set, layouts and preprocessing."""

@@ -1,0 +1,119 @@
+"""Get a dataset into `out_dir` in its own layout: download, verify, extract, normalise, rename."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+from tqdm.auto import tqdm
+
+from panda.data.demo import generate_demo
+from panda.data.extract import extract
+from panda.data.fetch import download, verify_sha256
+from panda.data.registry import DATASETS, DatasetSpec, find_root
+from panda.errors import PandaError
+from panda.io import atomic_dir
+
+STAMP = ".panda-download.json"
+
+
+@dataclass
+class DownloadResult:
+    out_dir: Path
+    skipped: bool
+    origin: str
+
+
+def default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "panda"
+
+
+def _is_url(source: str) -> bool:
+    return source.startswith(("http://", "https://", "file://"))
+
+
+def _bmp_to_png(root: Path) -> int:
+    """BTAD ships .bmp images; the rest of panda expects lossless .png."""
+    bmps = sorted(root.rglob("*.bmp"))
+    for bmp in tqdm(bmps, desc="bmp -> png", disable=not bmps):
+        with Image.open(bmp) as img:
+            img.save(bmp.with_suffix(".png"))
+        bmp.unlink()
+    return len(bmps)
+
+
+def _fetch_archive(spec: DatasetSpec, source: str | None, cache_dir: Path) -> tuple[Path, str]:
+    """Return a local archive path for a URL/mirror/local-archive source."""
+    if source is None:
+        if spec.url is None:
+            raise PandaError(
+                f"dataset '{spec.name}' has no public URL; set data.source (or --source) to a folder"
+            )
+        url = spec.url
+    elif _is_url(source):
+        url = source
+    else:
+        path = Path(source).expanduser()
+        verify_sha256(path, spec.sha256, str(path), delete=False)
+        return path, str(path)
+    if url.startswith("file://"):
+        return Path(url[len("file://") :]), url
+    name = spec.filename or Path(url).name
+    return download(url, cache_dir / name, sha256=spec.sha256), url
+
+
+def fetch_dataset(
+    dataset: str, out_dir: Path, source: str | None = None, cache_dir: Path | None = None, seed: int = 0
+) -> DownloadResult:
+    """Materialise `dataset` at `out_dir` atomically; a second identical call is a no-op."""
+    if dataset not in DATASETS:
+        raise PandaError(f"unknown data.dataset '{dataset}'; choose one of: {', '.join(DATASETS)}")
+    spec = DATASETS[dataset]
+    out_dir = Path(out_dir)
+    wanted = {"dataset": dataset, "source": source, "seed": seed if dataset == "demo" else None}
+    stamp = out_dir / STAMP
+    if stamp.is_file():
+        try:
+            if json.loads(stamp.read_text()) == wanted:
+                return DownloadResult(out_dir, skipped=True, origin=str(source or spec.url or "generated"))
+        except json.JSONDecodeError:
+            pass
+
+    with atomic_dir(out_dir) as tmp:
+        if dataset == "demo" and source is None:
+            generate_demo(tmp, seed=seed)
+            origin = f"generated (seed {seed})"
+        else:
+            if source is None and spec.url is None:
+                raise PandaError(
+                    f"data.dataset '{dataset}' needs data.source (or --source): the dataset folder"
+                )
+            local = Path(source).expanduser() if source and not _is_url(source) else None
+            if local is not None and local.is_dir():
+                staging, origin = local, str(local)
+            else:
+                if local is not None and not local.exists():
+                    raise PandaError(f"--source {source}: no such file or folder")
+                archive, origin = _fetch_archive(spec, source, cache_dir or default_cache_dir())
+                staging = tmp / ".extract"
+                staging.mkdir()
+                extract(archive, staging)
+            root = find_root(staging, spec.is_root)
+            if root is None:
+                raise PandaError(
+                    f"{origin} does not look like the '{dataset}' dataset layout; "
+                    "check data.dataset and the README section on datasets"
+                )
+            if staging == local:
+                shutil.copytree(root, tmp, dirs_exist_ok=True)
+            else:
+                for child in list(root.iterdir()):
+                    shutil.move(str(child), tmp / child.name)
+                shutil.rmtree(staging, ignore_errors=True)
+            if dataset == "btad":
+                _bmp_to_png(tmp)
+        (tmp / STAMP).write_text(json.dumps(wanted))
+    return DownloadResult(out_dir, skipped=False, origin=origin)

@@ -1,0 +1,186 @@
+"""Turn any supported dataset into one normalised layout: resized images, binary masks, a manifest.
+
+Splits (per category): `train` and `test` normals (the dataset's own split, or a seeded split by
+group where it has none) and, per defect type, `gen_train` = the first `gen_train_fraction` of its
+defective images in sorted order (whole groups only), the only defects any stage may see before
+`evaluate`; the rest is `test`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm.auto import tqdm
+
+from panda.data.layouts import NORMAL, scan
+from panda.errors import PandaError
+from panda.io import atomic_dir, read_image, save_png
+
+MANIFEST = "manifest.csv"
+SPLITS = ["train", "gen_train", "test"]
+
+
+@dataclass
+class PreprocessParams:
+    image_size: int
+    normal_test_fraction: float = 0.2
+    gen_train_fraction: float = 0.334
+    seed: int = 0
+
+    def validate(self) -> None:
+        if not 8 <= self.image_size <= 4096:
+            raise PandaError(f"preprocess.image_size = {self.image_size}: use a value between 8 and 4096")
+        if not 0 < self.gen_train_fraction < 1:
+            raise PandaError("preprocess.gen_train_fraction must lie strictly between 0 and 1")
+        if not 0 <= self.normal_test_fraction < 1:
+            raise PandaError("preprocess.normal_test_fraction must lie in [0, 1)")
+
+
+def assign_splits(records: pd.DataFrame, params: PreprocessParams) -> pd.DataFrame:
+    """Add a `split` column; all images of one group always land in the same split."""
+    records = records.copy()
+    records["split"] = ""
+    rng = np.random.default_rng(params.seed)
+    for (_, defect), sub in records.groupby(["category", "defect_type"], sort=True):
+        groups = sub.groupby("group")["order"].min().sort_values(kind="stable")
+        if defect == NORMAL:
+            given = sub["given_split"].unique()
+            if set(given) <= {"train", "test"} and "" not in given:
+                records.loc[sub.index, "split"] = sub["given_split"]
+                continue
+            names = list(groups.index)
+            rng.shuffle(names)
+            n_test = int(round(len(names) * params.normal_test_fraction))
+            test_groups = set(names[:n_test])
+            records.loc[sub.index, "split"] = np.where(sub["group"].isin(test_groups), "test", "train")
+            continue
+        n_gen = max(1, int(round(len(sub) * params.gen_train_fraction)))
+        sizes = sub.groupby("group").size()
+        taken, chosen = 0, set()
+        for group in groups.index:
+            if taken >= n_gen:
+                break
+            chosen.add(group)
+            taken += sizes[group]
+        records.loc[sub.index, "split"] = np.where(sub["group"].isin(chosen), "gen_train", "test")
+    return records
+
+
+def _resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """Area-resample then threshold at half; thin defects that would vanish keep any covered pixel."""
+    small = np.asarray(Image.fromarray(mask).resize((size, size), Image.BILINEAR, reducing_gap=None))
+    binary = small >= 128
+    if not binary.any() and mask.any():
+        binary = small > 0
+    return binary.astype(np.uint8) * 255
+
+
+def _process_one(row: pd.Series, out: Path, size: int) -> dict:
+    image = read_image(row["image"], "RGB")
+    rel_dir = Path(row["category"]) / row["split"] / row["defect_type"]
+    stem = Path(row["image"]).stem
+    info = {
+        "height": image.shape[0],
+        "width": image.shape[1],
+        "mask_path": "",
+        "mask_area": 0.0,
+        "nonbinary": False,
+    }
+    if row["mask"]:
+        mask = read_image(row["mask"], "L")
+        if mask.shape != image.shape[:2]:
+            raise PandaError(
+                f"size mismatch: mask {row['mask']} is {mask.shape[1]}x{mask.shape[0]} but image "
+                f"{row['image']} is {image.shape[1]}x{image.shape[0]}; fix or remove the pair"
+            )
+        info["nonbinary"] = bool(np.any((mask > 0) & (mask < 255)))
+        mask = np.where(mask >= 128, 255, 0).astype(np.uint8)
+        small = _resize_mask(mask, size)
+        info["mask_area"] = float((small > 0).mean())
+        info["mask_path"] = str(rel_dir / f"{stem}_mask.png")
+        info["empty_mask"] = not mask.any()
+        if not info["empty_mask"]:
+            save_png(small, out / info["mask_path"])
+    resized = np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
+    info["image_path"] = str(rel_dir / f"{stem}.png")
+    save_png(resized, out / info["image_path"])
+    return info
+
+
+def _validate(records: pd.DataFrame, root: Path) -> None:
+    for category, sub in records.groupby("category"):
+        if not (sub["is_normal"] & (sub["given_split"] != "test")).any():
+            raise PandaError(f"empty category: '{category}' under {root} has no normal training images")
+        if sub["is_normal"].all():
+            raise PandaError(f"empty category: '{category}' under {root} has no defective images with masks")
+    dup = records["image"].duplicated()
+    if dup.any():
+        raise PandaError(f"image listed twice: {records.loc[dup, 'image'].iloc[0]}")
+
+
+def preprocess(dataset: str, raw_dir: Path, out_dir: Path, params: PreprocessParams) -> pd.DataFrame:
+    """Write resized images, binary masks and `manifest.csv` to `out_dir` (atomically); return it."""
+    records = scan(dataset, raw_dir)
+    _validate(records, raw_dir)
+    records = assign_splits(records, params)
+    with atomic_dir(out_dir) as tmp:
+        infos = [
+            _process_one(row, tmp, params.image_size)
+            for _, row in tqdm(records.iterrows(), total=len(records), desc="preprocess", unit="img")
+        ]
+        info = pd.DataFrame(infos, index=records.index)
+        n_nonbinary = int(info["nonbinary"].sum())
+        if n_nonbinary:
+            warnings.warn(
+                f"{n_nonbinary} masks were not binary (anti-aliased edges); binarised at >= 128", stacklevel=2
+            )
+        empty = info.get("empty_mask", pd.Series(False, index=info.index)).fillna(False).astype(bool)
+        if empty.any():
+            names = ", ".join(Path(p).name for p in records.loc[empty, "image"].head(6))
+            warnings.warn(
+                f"{int(empty.sum())} defective images have an empty mask and were left out: {names}",
+                stacklevel=2,
+            )
+        manifest = pd.DataFrame(
+            {
+                "category": records["category"],
+                "defect_type": records["defect_type"],
+                "split": records["split"],
+                "image_path": info["image_path"],
+                "mask_path": info["mask_path"],
+                "mask_area": info["mask_area"].round(6),
+                "group": records["group"],
+                "source_path": records["image"],
+                "orig_height": info["height"],
+                "orig_width": info["width"],
+            }
+        )[~empty.values]
+        manifest = manifest.sort_values(["category", "split", "defect_type", "image_path"]).reset_index(
+            drop=True
+        )
+        manifest.to_csv(tmp / MANIFEST, index=False)
+    return manifest
+
+
+def split_summary(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Counts per category and defect type (rows) and split (columns), with totals."""
+    table = manifest.pivot_table(
+        index=["category", "defect_type"], columns="split", values="image_path", aggfunc="count", fill_value=0
+    )
+    table = table.reindex(
+        columns=[s for s in SPLITS if s in table.columns] + [c for c in table.columns if c not in SPLITS]
+    )
+    table["total"] = table.sum(axis=1)
+    return table.reset_index()
+
+
+def load_manifest(processed_dir: Path) -> pd.DataFrame:
+    path = Path(processed_dir) / MANIFEST
+    if not path.is_file():
+        raise PandaError(f"manifest not found: {path}; run `panda preprocess` first")
+    return pd.read_csv(path, keep_default_na=False)

@@ -1,0 +1,1 @@
+"""Diffusion side of PANDA: window-local denoisers (diffusers) and their training."""

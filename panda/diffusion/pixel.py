@@ -1,0 +1,167 @@
+"""The `pixel` backend, phase A: a small diffusers UNet2DModel trained on windows of NORMAL images.
+
+No pretrained model can be fetched on a CPU-only offline machine, so phase A stands in for the
+pretrained text-to-image model of the reference (method.md section 2, *ours*). It follows diffusers'
+unconditional training recipe (DDPMScheduler noise, epsilon prediction, MSE, AdamW, Accelerate with
+save_state/load_state checkpoints). Windows keep fine texture at its native resolution and make the
+cost follow the window size, not the image size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from diffusers import DDPMScheduler, UNet2DModel
+from tqdm.auto import tqdm
+
+from panda.errors import PandaError
+
+
+@dataclass
+class FinetuneParams:
+    steps: int
+    backend: str = "pixel"
+    window: int = 32
+    block_channels: list[int] = field(default_factory=lambda: [16, 32, 64])
+    batch_size: int = 16
+    lr: float = 1e-3
+    train_timesteps: int = 1000
+    checkpoint_every: int = 50
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.backend != "pixel":
+            raise PandaError(f"finetune.backend = '{self.backend}' is not available; use 'pixel'")
+        if self.window % 2 ** (len(self.block_channels) - 1):
+            raise PandaError(
+                f"finetune.window = {self.window} must be divisible by {2 ** (len(self.block_channels) - 1)}"
+            )
+        if self.steps < 1:
+            raise PandaError("finetune.steps must be >= 1")
+
+
+def build_unet(params: FinetuneParams, in_channels: int = 3) -> UNet2DModel:
+    n = len(params.block_channels)
+    return UNet2DModel(
+        sample_size=params.window,
+        in_channels=in_channels,
+        out_channels=in_channels,
+        layers_per_block=1,
+        block_out_channels=tuple(params.block_channels),
+        down_block_types=("DownBlock2D",) * n,
+        up_block_types=("UpBlock2D",) * n,
+        norm_num_groups=min(8, params.block_channels[0]),
+    )
+
+
+def build_scheduler(params: FinetuneParams) -> DDPMScheduler:
+    """Linear betas 0.00085..0.012 over T steps, as in method.md."""
+    return DDPMScheduler(
+        num_train_timesteps=params.train_timesteps, beta_start=0.00085, beta_end=0.012, beta_schedule="linear"
+    )
+
+
+def random_windows(images: torch.Tensor, size: int, count: int, gen: torch.Generator) -> torch.Tensor:
+    """`count` random size x size crops (with flips) from images (N, C, H, W) in [-1, 1]."""
+    n, _, h, w = images.shape
+    if h < size or w < size:
+        raise PandaError(f"finetune.window = {size} is larger than the images ({w}x{h}); lower it")
+    idx = torch.randint(0, n, (count,), generator=gen)
+    ys = torch.randint(0, h - size + 1, (count,), generator=gen)
+    xs = torch.randint(0, w - size + 1, (count,), generator=gen)
+    crops = torch.stack(
+        [images[i, :, y : y + size, x : x + size] for i, y, x in zip(idx, ys, xs, strict=True)]
+    )
+    flip = torch.rand(count, generator=gen) < 0.5
+    crops[flip] = crops[flip].flip(-1)
+    return crops
+
+
+@dataclass
+class PhaseAResult:
+    unet: UNet2DModel
+    scheduler: DDPMScheduler
+    steps_done: int
+    resumed_from: int
+    final_loss: float
+    seconds: float
+    n_parameters: int
+
+
+def _job_key(params: FinetuneParams, images: torch.Tensor) -> str:
+    digest = hashlib.sha256(json.dumps(asdict(params), sort_keys=True).encode())
+    digest.update(str(tuple(images.shape)).encode())
+    digest.update(images[:: max(1, len(images) // 8)].numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def train_phase_a(
+    images: torch.Tensor,
+    params: FinetuneParams,
+    checkpoint_dir: Path | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+    stop_after: int | None = None,
+) -> PhaseAResult:
+    """Train the denoiser on normal windows; resume from `checkpoint_dir` when it holds this same job."""
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    torch.manual_seed(params.seed)
+    unet = build_unet(params, images.shape[1])
+    scheduler = build_scheduler(params)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=params.lr, weight_decay=1e-4)
+    unet, optimizer = accelerator.prepare(unet, optimizer)
+    key = _job_key(params, images)
+    start = 0
+    state_file = checkpoint_dir / "panda_state.json" if checkpoint_dir else None
+    if state_file is not None and state_file.is_file():
+        state = json.loads(state_file.read_text())
+        if state.get("key") == key:
+            accelerator.load_state(str(checkpoint_dir / "accelerate"))
+            start = int(state["step"])
+    resumed_from = start
+    began = time.perf_counter()
+    loss_value = float("nan")
+    end = params.steps if stop_after is None else min(params.steps, start + stop_after)
+    unet.train()
+    bar = tqdm(range(start, end), desc="finetune (phase A)", unit="step", initial=start, total=params.steps)
+    for step in bar:
+        gen = torch.Generator().manual_seed(params.seed * 1_000_003 + step)
+        clean = random_windows(images, params.window, params.batch_size, gen).to(accelerator.device)
+        noise = torch.randn(clean.shape, generator=gen).to(accelerator.device)
+        t = torch.randint(0, params.train_timesteps, (len(clean),), generator=gen).to(accelerator.device)
+        noisy = scheduler.add_noise(clean, noise, t)
+        loss = F.mse_loss(unet(noisy, t).sample, noise)
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        optimizer.step()
+        loss_value = loss.item()
+        bar.set_postfix(loss=f"{loss_value:.4f}")
+        done = step + 1
+        if checkpoint_dir is not None and (done % params.checkpoint_every == 0 or done == end):
+            accelerator.save_state(str(checkpoint_dir / "accelerate"))
+            state_file.write_text(json.dumps({"key": key, "step": done}))
+        if on_step is not None:
+            on_step(done, {"phase_a_loss": loss_value})
+    unet = accelerator.unwrap_model(unet).eval()
+    return PhaseAResult(
+        unet=unet,
+        scheduler=scheduler,
+        steps_done=end,
+        resumed_from=resumed_from,
+        final_loss=loss_value,
+        seconds=time.perf_counter() - began,
+        n_parameters=sum(p.numel() for p in unet.parameters()),
+    )
+
+
+def save_denoiser(result: PhaseAResult, out_dir: Path) -> None:
+    """diffusers `save_pretrained` layout: `unet/` and `scheduler/` under `out_dir`."""
+    result.unet.save_pretrained(out_dir / "unet")
+    result.scheduler.save_pretrained(out_dir / "scheduler")

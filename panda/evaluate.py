@@ -1,0 +1,97 @@
+"""Score a trained segmenter on the held-out test split: metrics overall, per defect type, curves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from panda.figures import grid, overlay
+from panda.metrics.segmentation import compute_metrics, curves
+from panda.segment.data import load_pairs, normalize
+from panda.segment.unet import SegUNet
+
+
+@dataclass
+class EvalParams:
+    threshold: float = 0.5
+    max_fpr: float = 0.3
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]
+    per_defect: pd.DataFrame
+    curves: dict[str, list[dict[str, float]]]
+    maps: np.ndarray
+    masks: np.ndarray
+    images: np.ndarray
+    frame: pd.DataFrame
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int = 16) -> tuple[torch.Tensor, tuple[int, int]]:
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="reflect")
+    return x, (h, w)
+
+
+@torch.no_grad()
+def predict_maps(model: SegUNet, images: torch.Tensor, batch: int = 16) -> np.ndarray:
+    """Anomaly maps in [0, 1] (N, H, W) for images in [0, 1] (N, 3, H, W) of any size."""
+    model.eval()
+    out = []
+    for i in tqdm(range(0, len(images), batch), desc="predict", unit="batch", leave=False):
+        x, (h, w) = pad_to_multiple(normalize(images[i : i + batch]))
+        out.append(torch.sigmoid(model(x))[:, 0, :h, :w].numpy())
+    return np.concatenate(out) if out else np.zeros((0,) + tuple(images.shape[-2:]), np.float32)
+
+
+def test_rows(manifest: pd.DataFrame, category: str) -> pd.DataFrame:
+    rows = manifest[(manifest["category"] == category) & (manifest["split"] == "test")]
+    return rows.reset_index(drop=True)
+
+
+def evaluate(
+    model: SegUNet, manifest: pd.DataFrame, processed_dir: Path, category: str, params: EvalParams
+) -> EvalResult:
+    """Pooled metrics, macro averages over defect types (each scored with all test normals)."""
+    frame = test_rows(manifest, category)
+    x, y = load_pairs(processed_dir, frame)
+    maps = predict_maps(model, x)
+    masks = y[:, 0].numpy().astype(np.uint8)
+    pooled = compute_metrics(maps, masks, params.threshold, params.max_fpr)
+    normal = (frame["defect_type"] == "good").to_numpy()
+    rows = []
+    for defect in sorted(frame.loc[~normal, "defect_type"].unique()):
+        sel = normal | (frame["defect_type"] == defect).to_numpy()
+        m = compute_metrics(maps[sel], masks[sel], params.threshold, params.max_fpr)
+        rows.append({"defect_type": defect, "n_images": int((frame["defect_type"] == defect).sum()), **m})
+    per_defect = pd.DataFrame(rows)
+    metrics = {f"pooled_{k}": v for k, v in pooled.items()}
+    for key in ["pixel_auroc", "pixel_ap", "f1_max", "aupro", "image_auroc", "iou", "miou", "pixel_acc"]:
+        if key in per_defect:
+            metrics[key] = float(per_defect[key].mean())
+    metrics["n_test_images"] = len(frame)
+    metrics["n_test_defective"] = int((~normal).sum())
+    images = (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    return EvalResult(metrics, per_defect, curves(maps, masks), maps, masks, images, frame)
+
+
+def qualitative_grid(result: EvalResult, path: Path, threshold: float, per_type: int = 2) -> Path:
+    """image | truth | prediction | overlay, for a few test images of each defect type and normals."""
+    picks: list[int] = []
+    for _, sub in result.frame.groupby("defect_type", sort=True):
+        picks += list(sub.index[:per_type])
+    rows = []
+    for i in picks:
+        pred = result.maps[i] >= threshold
+        rows.append(
+            [result.images[i], result.masks[i] * 255, result.maps[i], overlay(result.images[i], pred)]
+        )
+    return grid(rows, path, titles=["image", "truth", "anomaly map", "prediction"])

@@ -1,0 +1,1 @@
+"""Segmentation metrics: torchmetrics where it has them, AUPRO implemented here."""

@@ -1,0 +1,92 @@
+"""Load `params.yaml` sections into typed dataclasses, naming the bad key when something is off."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from panda.errors import PandaError
+
+T = TypeVar("T")
+
+
+def load_params(path: str | Path) -> dict[str, Any]:
+    """Read the whole params file; a missing or malformed file is a user error."""
+    path = Path(path)
+    if not path.is_file():
+        raise PandaError(f"params file not found: {path} (pass --params PATH or run from the repo root)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise PandaError(f"{path}: not valid YAML ({exc.__class__.__name__}); fix the syntax") from None
+    if not isinstance(data, dict):
+        raise PandaError(f"{path}: expected a mapping of sections at the top level")
+    return data
+
+
+def _check_type(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_check_type(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple))
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True
+
+
+def section(
+    params: dict[str, Any], name: str, cls: type[T], origin: str = "params.yaml", **overrides: Any
+) -> T:
+    """Build dataclass `cls` from `params[name]`, applying non-None CLI overrides.
+
+    Unknown keys, missing keys and wrong types raise a PandaError that names `name.key`.
+    """
+    raw = params.get(name)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise PandaError(f"{origin}: section '{name}' must be a mapping")
+    values = dict(raw)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise PandaError(
+            f"{origin}: unknown key '{name}.{unknown[0]}'; valid keys are: {', '.join(sorted(fields))}"
+        )
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        if not _check_type(value, hints[key]):
+            raise PandaError(
+                f"{origin}: '{name}.{key}' = {value!r} has the wrong type; expected {hints[key]}"
+            )
+        if hints[key] is float and isinstance(value, int):
+            values[key] = float(value)
+    missing = [
+        f.name
+        for f in fields.values()
+        if f.name not in values
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise PandaError(f"{origin}: missing key '{name}.{missing[0]}'")
+    obj = cls(**values)
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        validate()
+    return obj

@@ -1,0 +1,1 @@
+"""The downstream defect segmenter: model, training data, training loop and inference."""

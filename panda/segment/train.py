@@ -1,0 +1,230 @@
+"""Train the segmenter on normal images + synthesized pairs, with checkpoints and exact resume.
+
+Every batch is drawn from a generator seeded by (seed, step), so a run resumed from a checkpoint
+produces the same weights as one that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from panda.errors import PandaError
+from panda.segment.data import normalize
+from panda.segment.unet import SegUNet, count_parameters
+
+
+@dataclass
+class TrainParams:
+    steps: int
+    batch_size: int = 16
+    lr: float = 2e-3
+    base_channels: int = 16
+    normal_fraction: float = 0.25
+    val_fraction: float = 0.15
+    checkpoint_every: int = 50
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise PandaError("train.steps and train.batch_size must be >= 1")
+        if not 0 <= self.normal_fraction < 1 or not 0 <= self.val_fraction < 1:
+            raise PandaError("train.normal_fraction and train.val_fraction must lie in [0, 1)")
+
+
+@dataclass
+class TrainResult:
+    model: SegUNet
+    steps_done: int
+    resumed_from: int
+    final_loss: float
+    val_loss: float
+    val_dice: float
+    seconds: float
+    n_parameters: int
+
+
+def seg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE + soft dice: BCE trains every pixel, dice keeps tiny defects from drowning in background."""
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    prob = torch.sigmoid(logits)
+    inter = (prob * target).sum()
+    dice = 1 - (2 * inter + 1) / (prob.sum() + target.sum() + 1)
+    return bce + dice
+
+
+def _augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    flips = torch.rand(2, generator=gen)
+    if flips[0] < 0.5:
+        x, y = x.flip(-1), y.flip(-1)
+    if flips[1] < 0.5:
+        x, y = x.flip(-2), y.flip(-2)
+    return x, y
+
+
+def _batch(
+    step: int, params: TrainParams, n_normal: int, n_synth: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Generator]:
+    gen = torch.Generator().manual_seed(params.seed * 1_000_003 + step)
+    k_normal = int(round(params.batch_size * params.normal_fraction)) if n_normal else 0
+    k_synth = params.batch_size - k_normal if n_synth else 0
+    if not n_synth:
+        k_normal = params.batch_size
+    return (
+        torch.randint(0, max(n_normal, 1), (k_normal,), generator=gen),
+        torch.randint(0, max(n_synth, 1), (k_synth,), generator=gen),
+        gen,
+    )
+
+
+def lr_at(step: int, params: TrainParams) -> float:
+    """Linear warm-up over 5% of the steps, then cosine decay to 1% (a pure function of the step)."""
+    warm = max(1, params.steps // 20)
+    if step < warm:
+        return params.lr * (step + 1) / warm
+    progress = (step - warm) / max(1, params.steps - warm)
+    return params.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def fingerprint(params: TrainParams, *tensors: torch.Tensor) -> str:
+    """Identify a training job so a checkpoint is only resumed into the same job."""
+    digest = hashlib.sha256(json.dumps(asdict(params), sort_keys=True).encode())
+    for t in tensors:
+        digest.update(str(tuple(t.shape)).encode())
+        digest.update(t[:: max(1, len(t) // 8)].numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _save_checkpoint(path: Path, model, optimizer, step: int, key: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(
+        {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "key": key}, tmp
+    )
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def _validate(model: SegUNet, x: torch.Tensor, y: torch.Tensor, batch: int = 32) -> tuple[float, float]:
+    if not len(x):
+        return float("nan"), float("nan")
+    model.eval()
+    losses, inter, total = [], 0.0, 0.0
+    for i in range(0, len(x), batch):
+        logits = model(normalize(x[i : i + batch]))
+        target = y[i : i + batch]
+        losses.append(seg_loss(logits, target).item() * len(target))
+        pred = (logits > 0).float()
+        inter += (pred * target).sum().item()
+        total += pred.sum().item() + target.sum().item()
+    model.train()
+    return sum(losses) / len(x), (2 * inter / total) if total else 1.0
+
+
+def train_segmenter(
+    normal: tuple[torch.Tensor, torch.Tensor],
+    synthetic: tuple[torch.Tensor, torch.Tensor],
+    params: TrainParams,
+    checkpoint: Path | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Train from scratch, or resume from `checkpoint` when it belongs to this same job.
+
+    `stop_after` ends the run early after that many steps (used to test interruption + resume).
+    """
+    torch.manual_seed(params.seed)
+    x_norm, y_norm = normal
+    x_syn, y_syn = synthetic
+    n_val = int(round(len(x_syn) * params.val_fraction))
+    perm = torch.randperm(len(x_syn), generator=torch.Generator().manual_seed(params.seed))
+    val_idx, train_idx = perm[:n_val], perm[n_val:]
+    x_val, y_val = x_syn[val_idx], y_syn[val_idx]
+    x_syn, y_syn = x_syn[train_idx], y_syn[train_idx]
+    if len(x_norm) + len(x_syn) == 0:
+        raise PandaError("no training images: the manifest has no normal train images and no synthetic pairs")
+
+    model = SegUNet(
+        in_channels=x_norm.shape[1] if len(x_norm) else x_syn.shape[1], base_channels=params.base_channels
+    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=1e-4)
+    key = fingerprint(params, x_norm, x_syn)
+    start = 0
+    if checkpoint is not None and checkpoint.is_file():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        if state.get("key") == key:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            start = int(state["step"])
+    resumed_from = start
+    model.train()
+    began = time.perf_counter()
+    loss_value = float("nan")
+    end = params.steps if stop_after is None else min(params.steps, start + stop_after)
+    bar = tqdm(range(start, end), desc="train", unit="step", initial=start, total=params.steps)
+    for step in bar:
+        i_norm, i_syn, gen = _batch(step, params, len(x_norm), len(x_syn))
+        xb = torch.cat([x_norm[i_norm], x_syn[i_syn]]) if len(x_syn) else x_norm[i_norm]
+        yb = torch.cat([y_norm[i_norm], y_syn[i_syn]]) if len(x_syn) else y_norm[i_norm]
+        xb, yb = _augment(xb, yb, gen)
+        lr = lr_at(step, params)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = seg_loss(model(normalize(xb)), yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_value = loss.item()
+        bar.set_postfix(loss=f"{loss_value:.4f}")
+        metrics = {"train_loss": loss_value, "lr": lr}
+        done = step + 1
+        if checkpoint is not None and (done % params.checkpoint_every == 0 or done == params.steps):
+            _save_checkpoint(checkpoint, model, optimizer, done, key)
+            metrics["val_loss"], metrics["val_dice"] = _validate(model, x_val, y_val)
+        if on_step is not None:
+            on_step(done, metrics)
+    val_loss, val_dice = _validate(model, x_val, y_val)
+    model.eval()
+    return TrainResult(
+        model=model,
+        steps_done=end,
+        resumed_from=resumed_from,
+        final_loss=loss_value,
+        val_loss=val_loss,
+        val_dice=val_dice,
+        seconds=time.perf_counter() - began,
+        n_parameters=count_parameters(model),
+    )
+
+
+def save_model(model: SegUNet, params: TrainParams, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "base_channels": params.base_channels,
+            "in_channels": model.downs[0][0].in_channels,
+        },
+        tmp,
+    )
+    os.replace(tmp, path)
+
+
+def load_model(path: Path) -> SegUNet:
+    if not Path(path).is_file():
+        raise PandaError(f"model not found: {path}; run `panda train` first or pass --model")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = SegUNet(in_channels=state["in_channels"], base_channels=state["base_channels"])
+    model.load_state_dict(state["state_dict"])
+    return model.eval()

@@ -1,0 +1,68 @@
+"""`panda train`: train the defect segmenter on normal + synthetic pairs (data/models/segmenter)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from panda.data.preprocess import load_manifest
+from panda.io import write_json
+from panda.params import section
+from panda.segment.data import load_pairs
+from panda.segment.train import TrainParams, save_model, train_segmenter
+from panda.synth.run import category_rows, load_synthetic
+from panda.tracking import stage_run
+from stages.common import (
+    CHECKPOINT_DIR,
+    PROCESSED_DIR,
+    SEGMENTER_PATH,
+    SYNTHETIC_DIR,
+    params_option,
+    read_sections,
+    tags,
+    user_errors,
+)
+
+
+@click.command("train")
+@params_option
+@click.option("--steps", type=int, help="Overrides train.steps.")
+@click.option("--category", help="Overrides data.category.")
+@click.option("--out", "out_path", type=click.Path(path_type=Path), default=SEGMENTER_PATH, show_default=True)
+@user_errors
+def train(params_path: Path, steps: int | None, category: str | None, out_path: Path) -> None:
+    """Train the U-Net segmenter; resumes from data/checkpoints after an interruption."""
+    params, data, tracking = read_sections(params_path, category=category)
+    tp = section(params, "train", TrainParams, str(params_path), steps=steps)
+    rows = category_rows(load_manifest(PROCESSED_DIR), data.category)
+    normal = load_pairs(PROCESSED_DIR, rows[(rows["split"] == "train") & (rows["defect_type"] == "good")])
+    synthetic = load_pairs(SYNTHETIC_DIR, load_synthetic(SYNTHETIC_DIR))
+    with stage_run("train", tracking.experiment, {"data": vars(data), "train": vars(tp)}, tags(data)):
+        import mlflow
+
+        def log(step: int, metrics: dict[str, float]) -> None:
+            if step % 5 == 0 or "val_loss" in metrics:
+                mlflow.log_metrics(metrics, step=step)
+
+        result = train_segmenter(
+            normal, synthetic, tp, CHECKPOINT_DIR / "train" / data.category / "ckpt.pt", on_step=log
+        )
+        save_model(result.model, tp, out_path)
+        summary = {
+            "steps": result.steps_done,
+            "resumed_from": result.resumed_from,
+            "final_loss": result.final_loss,
+            "val_loss": result.val_loss,
+            "val_dice": result.val_dice,
+            "train_seconds": round(result.seconds, 2),
+            "seconds_per_step": round(result.seconds / max(1, result.steps_done - result.resumed_from), 4),
+            "n_parameters": result.n_parameters,
+        }
+        write_json(summary, out_path.parent / "summary.json")
+        mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+    click.echo(
+        f"segmenter: {result.n_parameters / 1e6:.2f}M params, "
+        f"{result.steps_done} steps in {result.seconds:.1f}s, "
+        f"val dice {result.val_dice:.3f} -> {out_path}"
+    )

@@ -1,0 +1,42 @@
+"""Segmenter training: an interrupted run resumed from its checkpoint equals an uninterrupted one."""
+
+from __future__ import annotations
+
+import torch
+
+from panda.segment.train import TrainParams, train_segmenter
+from panda.segment.unet import SegUNet, count_parameters
+
+
+def _data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3, 32, 32, generator=g)
+    y = torch.zeros(n, 1, 32, 32)
+    y[:, :, 8:16, 8:16] = 1
+    x = x + y * 0.5
+    return x.clamp(0, 1), y
+
+
+PARAMS = TrainParams(steps=6, batch_size=4, base_channels=4, checkpoint_every=2, seed=1)
+
+
+def test_resume_after_interruption_gives_identical_weights(tmp_path):
+    normal = (torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.zeros(6, 1, 32, 32))
+    synthetic = _data(10, 1)
+    straight = train_segmenter(normal, synthetic, PARAMS, tmp_path / "a.pt")
+    first = train_segmenter(normal, synthetic, PARAMS, tmp_path / "b.pt", stop_after=4)
+    assert first.steps_done == 4
+    resumed = train_segmenter(normal, synthetic, PARAMS, tmp_path / "b.pt")
+    assert resumed.resumed_from == 4 and resumed.steps_done == 6
+    for (name, a), (_, b) in zip(
+        straight.model.state_dict().items(), resumed.model.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    changed = TrainParams(**{**PARAMS.__dict__, "lr": 0.01})
+    assert train_segmenter(normal, synthetic, changed, tmp_path / "b.pt").resumed_from == 0
+
+
+def test_default_width_is_about_two_million_parameters():
+    assert 1.5e6 < count_parameters(SegUNet(base_channels=16)) < 2.5e6
+    out = SegUNet(base_channels=4)(torch.zeros(1, 3, 48, 64))
+    assert out.shape == (1, 1, 48, 64)
