@@ -71,5 +71,6 @@ def finetune(params_path: Path, steps: int | None, category: str | None, out_dir
         mlflow.log_artifact(str(out_dir / "summary.json"))
     click.echo(
         f"denoiser: {result.n_parameters / 1e6:.2f}M params, {result.steps_done} steps "
+        f"(resumed at {result.resumed_from}) "
         f"in {result.seconds:.1f}s, final loss {result.final_loss:.4f} -> {out_dir}"
     )

@@ -63,6 +63,6 @@ def train(params_path: Path, steps: int | None, category: str | None, out_path: 
         mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
     click.echo(
         f"segmenter: {result.n_parameters / 1e6:.2f}M params, "
-        f"{result.steps_done} steps in {result.seconds:.1f}s, "
+        f"{result.steps_done} steps (resumed at {result.resumed_from}) in {result.seconds:.1f}s, "
         f"val dice {result.val_dice:.3f} -> {out_path}"
     )

@@ -101,7 +101,7 @@ def fingerprint(params: TrainParams, *tensors: torch.Tensor) -> str:
     digest = hashlib.sha256(json.dumps(asdict(params), sort_keys=True).encode())
     for t in tensors:
         digest.update(str(tuple(t.shape)).encode())
-        digest.update(t[:: max(1, len(t) // 8)].numpy().tobytes())
+        digest.update(t.numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
