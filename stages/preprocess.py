@@ -8,6 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from panda.data.download import downloaded_dataset
 from panda.data.preprocess import PreprocessParams, preprocess, split_summary
 from panda.figures import grid, overlay
 from panda.io import read_image
@@ -38,13 +39,18 @@ def _sample_grid(manifest, out_dir: Path, path: Path) -> Path:
 
 @click.command("preprocess")
 @params_option
+@click.option(
+    "--dataset", help="Layout of --raw (default: what `panda download` put there, else data.dataset)."
+)
 @click.option("--image-size", type=int, help="Overrides preprocess.image_size.")
 @click.option("--raw", "raw_dir", type=click.Path(path_type=Path), default=RAW_DIR, show_default=True)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=PROCESSED_DIR, show_default=True)
 @user_errors
-def preprocess_cmd(params_path: Path, image_size: int | None, raw_dir: Path, out_dir: Path) -> None:
+def preprocess_cmd(
+    params_path: Path, dataset: str | None, image_size: int | None, raw_dir: Path, out_dir: Path
+) -> None:
     """Normalise the dataset: resized images, binary masks, manifest with train/gen_train/test splits."""
-    params, data, tracking = read_sections(params_path)
+    params, data, tracking = read_sections(params_path, dataset=dataset or downloaded_dataset(raw_dir))
     prep = section(params, "preprocess", PreprocessParams, str(params_path), image_size=image_size)
     manifest = preprocess(data.dataset, raw_dir, out_dir, prep)
     summary = split_summary(manifest)

@@ -65,6 +65,15 @@ def _fetch_archive(spec: DatasetSpec, source: str | None, cache_dir: Path) -> tu
     return download(url, cache_dir / name, sha256=spec.sha256), url
 
 
+def downloaded_dataset(out_dir: Path) -> str | None:
+    """The dataset name recorded by the last completed download into `out_dir`, if any."""
+    stamp = Path(out_dir) / STAMP
+    try:
+        return json.loads(stamp.read_text()).get("dataset")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 def fetch_dataset(
     dataset: str, out_dir: Path, source: str | None = None, cache_dir: Path | None = None, seed: int = 0
 ) -> DownloadResult:

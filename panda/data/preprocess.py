@@ -2,8 +2,8 @@
 
 Splits (per category): `train` and `test` normals (the dataset's own split, or a seeded split by
 group where it has none) and, per defect type, `gen_train` = the first `gen_train_fraction` of its
-defective images in sorted order (whole groups only), the only defects any stage may see before
-`evaluate`; the rest is `test`.
+defective images in sorted order, the only defects any stage may see before `evaluate`; the rest is
+`test`. Splits take whole groups (one physical object), stopping at the count closest to the target.
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ def assign_splits(records: pd.DataFrame, params: PreprocessParams) -> pd.DataFra
         n_gen = max(1, int(round(len(sub) * params.gen_train_fraction)))
         sizes = sub.groupby("group").size()
         taken, chosen = 0, set()
-        for group in groups.index:
-            if taken >= n_gen:
+        for group in groups.index:  # whole groups, in order, while that brings the count closer to n_gen
+            if chosen and abs(taken + sizes[group] - n_gen) > abs(taken - n_gen):
                 break
             chosen.add(group)
             taken += sizes[group]
