@@ -77,6 +77,10 @@ def evaluate(
     for key in ["pixel_auroc", "pixel_ap", "f1_max", "aupro", "image_auroc", "iou", "miou", "pixel_acc"]:
         if key in per_defect:
             metrics[key] = float(per_defect[key].mean())
+    for _, row in per_defect.iterrows():
+        for key in ("pixel_auroc", "pixel_ap", "image_auroc", "miou"):
+            if key in row and pd.notna(row[key]):
+                metrics[f"{row['defect_type']}_{key}"] = float(row[key])
     metrics["n_test_images"] = len(frame)
     metrics["n_test_defective"] = int((~normal).sum())
     images = (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)

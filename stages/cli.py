@@ -16,6 +16,8 @@ COMMANDS = {
     "synthesize": "stages.synthesize:synthesize_cmd",
     "train": "stages.train:train",
     "evaluate": "stages.evaluate:evaluate_cmd",
+    "predict": "stages.predict:predict",
+    "benchmark": "stages.benchmark:benchmark",
 }
 SUMMARIES = {
     "download": "Download (or generate, for demo) the dataset, verify and extract it.",
@@ -24,6 +26,8 @@ SUMMARIES = {
     "synthesize": "Write synthetic defective images + masks for the category.",
     "train": "Train the defect segmenter on normal + synthetic pairs (resumable).",
     "evaluate": "Score the segmenter on the held-out test split.",
+    "predict": "Apply the trained segmenter to a folder of new images (not a pipeline stage).",
+    "benchmark": "Run several synthesis methods x seeds as DVC experiments; write the comparison table.",
 }
 
 

@@ -17,6 +17,7 @@ from stages.common import (
     CHECKPOINT_DIR,
     DIFFUSION_DIR,
     PROCESSED_DIR,
+    REPORTS_DIR,
     params_option,
     read_sections,
     tags,
@@ -38,9 +39,7 @@ def finetune(params_path: Path, steps: int | None, category: str | None, out_dir
     rows = category_rows(manifest, data.category)
     normals = rows[(rows["split"] == "train") & (rows["defect_type"] == "good")]
     images, _ = load_pairs(PROCESSED_DIR, normals)
-    with stage_run(
-        "finetune", tracking.experiment, {"data": vars(data), "finetune": vars(ft)}, tags(data)
-    ) as run:
+    with stage_run("finetune", tracking.experiment, {"data": vars(data), "finetune": vars(ft)}, tags(data)):
         import mlflow
 
         def log(step: int, metrics: dict[str, float]) -> None:
@@ -49,26 +48,16 @@ def finetune(params_path: Path, steps: int | None, category: str | None, out_dir
 
         result = train_phase_a(images * 2 - 1, ft, CHECKPOINT_DIR / "finetune" / data.category, on_step=log)
         with atomic_dir(out_dir) as tmp:
-            save_denoiser(result, tmp)
-            write_json(
-                {
-                    "category": data.category,
-                    "steps": result.steps_done,
-                    "final_loss": result.final_loss,
-                    "n_parameters": result.n_parameters,
-                    "seconds": round(result.seconds, 2),
-                    "mlflow_run_id": run.info.run_id,
-                },
-                tmp / "summary.json",
-            )
-        mlflow.log_metrics(
-            {
-                "final_loss": result.final_loss,
-                "n_parameters": result.n_parameters,
-                "train_seconds": result.seconds,
-            }
-        )
-        mlflow.log_artifact(str(out_dir / "summary.json"))
+            save_denoiser(result, tmp)  # weights only: the output stays byte-identical across reruns
+        summary = {
+            "steps": result.steps_done,
+            "resumed_from": result.resumed_from,
+            "final_loss": result.final_loss,
+            "n_parameters": result.n_parameters,
+            "train_seconds": round(result.seconds, 2),
+        }
+        write_json(summary, REPORTS_DIR / "finetune_metrics.json")
+        mlflow.log_metrics(summary)
     click.echo(
         f"denoiser: {result.n_parameters / 1e6:.2f}M params, {result.steps_done} steps "
         f"(resumed at {result.resumed_from}) "

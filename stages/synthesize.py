@@ -8,13 +8,14 @@ import click
 
 from panda.data.preprocess import load_manifest
 from panda.figures import grid, overlay
-from panda.io import read_image
+from panda.io import read_image, write_json
 from panda.params import section
 from panda.synth.run import SynthParams, synthesize
 from panda.tracking import stage_run
 from stages.common import (
     FIGURES_DIR,
     PROCESSED_DIR,
+    REPORTS_DIR,
     SYNTHETIC_DIR,
     params_option,
     read_sections,
@@ -50,6 +51,10 @@ def synthesize_cmd(
     manifest = load_manifest(PROCESSED_DIR)
     frame, sec_per_image = synthesize(manifest, PROCESSED_DIR, out_dir, data.category, synth)
     figure = _grid(frame, out_dir, FIGURES_DIR / "synthetic_samples.png")
+    write_json(
+        {"method": synth.method, "n_images": len(frame), "seconds_per_image": round(sec_per_image, 5)},
+        REPORTS_DIR / "synth_metrics.json",
+    )
     with stage_run("synthesize", tracking.experiment, {"data": vars(data), "synth": vars(synth)}, tags(data)):
         import mlflow
 

@@ -16,6 +16,7 @@ from panda.tracking import stage_run
 from stages.common import (
     CHECKPOINT_DIR,
     PROCESSED_DIR,
+    REPORTS_DIR,
     SEGMENTER_PATH,
     SYNTHETIC_DIR,
     params_option,
@@ -48,7 +49,7 @@ def train(params_path: Path, steps: int | None, category: str | None, out_path: 
         result = train_segmenter(
             normal, synthetic, tp, CHECKPOINT_DIR / "train" / data.category / "ckpt.pt", on_step=log
         )
-        save_model(result.model, tp, out_path)
+        save_model(result.model, tp, out_path, image_size=int(normal[0].shape[-1]))
         summary = {
             "steps": result.steps_done,
             "resumed_from": result.resumed_from,
@@ -60,6 +61,7 @@ def train(params_path: Path, steps: int | None, category: str | None, out_path: 
             "n_parameters": result.n_parameters,
         }
         write_json(summary, out_path.parent / "summary.json")
+        write_json(summary, REPORTS_DIR / "train_metrics.json")
         mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
     click.echo(
         f"segmenter: {result.n_parameters / 1e6:.2f}M params, "

@@ -33,7 +33,13 @@ TINY = {
         "checkpoint_every": 2,
         "seed": 0,
     },
-    "synth": {"method": "cutpaste", "n_per_defect": 6, "seed": 0},
+    "synth": {
+        "method": "cutpaste",
+        "n_per_defect": 6,
+        "placement": "uniform",
+        "texture_dir": None,
+        "seed": 0,
+    },
     "train": {
         "base_channels": 4,
         "steps": 6,

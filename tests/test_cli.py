@@ -18,7 +18,8 @@ def test_help_lists_stages_in_order():
     result = CliRunner().invoke(cli, ["--help"])
     assert result.exit_code == 0
     positions = [result.output.index(f"  {s}") for s in STAGES]
-    assert positions == sorted(positions) and list(COMMANDS) == STAGES
+    assert positions == sorted(positions) and list(COMMANDS)[: len(STAGES)] == STAGES
+    assert "predict" in result.output and "benchmark" in result.output
 
 
 @pytest.mark.parametrize("stage", STAGES)

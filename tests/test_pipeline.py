@@ -117,3 +117,36 @@ def test_stage_logs_to_mlflow_server_over_rest(workdir, monkeypatch):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["draem", "real"])
+def test_synthesize_methods_and_predict(workdir, method, tmp_path):
+    for stage in ("download", "preprocess"):
+        run_stage(stage)
+    run_stage("synthesize", "--method", method)
+    import pandas as pd
+
+    frame = pd.read_csv(workdir / "data/synthetic/manifest.csv")
+    assert set(frame["method"]) == {method} and set(frame["defect_type"]) == {"crack", "hole"}
+    assert len(frame) == 2 * 6 and (frame["mask_area"] > 0).all()
+    run_stage("train")
+
+    # predict on a folder with images of other sizes and one broken file
+    from PIL import Image
+
+    folder = tmp_path / "new"
+    folder.mkdir()
+    src = sorted((workdir / "data/raw/brick/test/hole").glob("*.png"))[:2]
+    Image.open(src[0]).resize((90, 70)).save(folder / "a.png")
+    Image.open(src[1]).convert("L").save(folder / "b.jpg")
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    result = CliRunner().invoke(
+        cli, ["predict", "--input-dir", str(folder), "--output-dir", str(tmp_path / "out")]
+    )
+    assert result.exit_code == 0, result.output
+    scores = pd.read_csv(tmp_path / "out" / "scores.csv")
+    assert sorted(scores["image"]) == ["a.png", "b.jpg"]
+    assert Image.open(tmp_path / "out" / "a_mask.png").size == (90, 70)
+    assert (tmp_path / "out" / "b_overlay.png").is_file() and (tmp_path / "out" / "a_map.png").is_file()
+    assert "broken.png" in result.output

@@ -33,11 +33,18 @@ class TrainParams:
     normal_fraction: float = 0.25
     val_fraction: float = 0.15
     checkpoint_every: int = 50
+    max_minutes: float = 0.0  # wall-clock budget; 0 = none (a time-limited run is not reproducible)
+    crop_size: int = 0  # train on crops of this side (0 = whole images); inference stays full-image
+    defect_crop_fraction: float = 0.5  # share of defective crops centred on a defect pixel
     seed: int = 0
 
     def validate(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
             raise PandaError("train.steps and train.batch_size must be >= 1")
+        if self.crop_size and self.crop_size % 16:
+            raise PandaError(
+                f"train.crop_size = {self.crop_size} must be a multiple of 16 (or 0 for whole images)"
+            )
         if not 0 <= self.normal_fraction < 1 or not 0 <= self.val_fraction < 1:
             raise PandaError("train.normal_fraction and train.val_fraction must lie in [0, 1)")
 
@@ -70,6 +77,30 @@ def _augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[to
     if flips[1] < 0.5:
         x, y = x.flip(-2), y.flip(-2)
     return x, y
+
+
+def _crops(
+    x: torch.Tensor, y: torch.Tensor, size: int, centred: float, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """size x size crops; with probability `centred` a defective sample's crop is centred on a defect pixel.
+
+    Small defects then fill a useful share of the batch instead of vanishing in whole-image batches.
+    """
+    h, w = x.shape[-2:]
+    if not size or size >= min(h, w):
+        return x, y
+    xs, ys = [], []
+    for i in range(len(x)):
+        top = int(torch.randint(0, h - size + 1, (1,), generator=gen))
+        left = int(torch.randint(0, w - size + 1, (1,), generator=gen))
+        pixels = torch.nonzero(y[i, 0] > 0)
+        if len(pixels) and float(torch.rand(1, generator=gen)) < centred:
+            cy, cx = pixels[int(torch.randint(0, len(pixels), (1,), generator=gen))].tolist()
+            top = min(max(cy - size // 2, 0), h - size)
+            left = min(max(cx - size // 2, 0), w - size)
+        xs.append(x[i, :, top : top + size, left : left + size])
+        ys.append(y[i, :, top : top + size, left : left + size])
+    return torch.stack(xs), torch.stack(ys)
 
 
 def _batch(
@@ -176,6 +207,7 @@ def train_segmenter(
         i_norm, i_syn, gen = _batch(step, params, len(x_norm), len(x_syn))
         xb = torch.cat([x_norm[i_norm], x_syn[i_syn]]) if len(x_syn) else x_norm[i_norm]
         yb = torch.cat([y_norm[i_norm], y_syn[i_syn]]) if len(x_syn) else y_norm[i_norm]
+        xb, yb = _crops(xb, yb, params.crop_size, params.defect_crop_fraction, gen)
         xb, yb = _augment(xb, yb, gen)
         lr = lr_at(step, params)
         for group in optimizer.param_groups:
@@ -193,6 +225,11 @@ def train_segmenter(
             metrics["val_loss"], metrics["val_dice"] = _validate(model, x_val, y_val)
         if on_step is not None:
             on_step(done, metrics)
+        if params.max_minutes and time.perf_counter() - began > 60 * params.max_minutes:
+            if checkpoint is not None:
+                _save_checkpoint(checkpoint, model, optimizer, done, key)
+            end = done
+            break
     val_loss, val_dice = _validate(model, x_val, y_val)
     model.eval()
     return TrainResult(
@@ -207,7 +244,8 @@ def train_segmenter(
     )
 
 
-def save_model(model: SegUNet, params: TrainParams, path: Path) -> None:
+def save_model(model: SegUNet, params: TrainParams, path: Path, image_size: int) -> None:
+    """Weights plus what is needed to rebuild and feed the model (width, channels, training size)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(
@@ -215,16 +253,22 @@ def save_model(model: SegUNet, params: TrainParams, path: Path) -> None:
             "state_dict": model.state_dict(),
             "base_channels": params.base_channels,
             "in_channels": model.downs[0][0].in_channels,
+            "image_size": image_size,
         },
         tmp,
     )
     os.replace(tmp, path)
 
 
-def load_model(path: Path) -> SegUNet:
+def load_model(path: Path, with_size: bool = False) -> SegUNet | tuple[SegUNet, int]:
+    """The segmenter saved by `save_model`; with `with_size`, also the image size it was trained at."""
     if not Path(path).is_file():
         raise PandaError(f"model not found: {path}; run `panda train` first or pass --model")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model = SegUNet(in_channels=state["in_channels"], base_channels=state["base_channels"])
-    model.load_state_dict(state["state_dict"])
-    return model.eval()
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model = SegUNet(in_channels=state["in_channels"], base_channels=state["base_channels"])
+        model.load_state_dict(state["state_dict"])
+    except (RuntimeError, KeyError, OSError) as exc:
+        raise PandaError(f"{path} is not a panda segmenter checkpoint ({exc.__class__.__name__})") from None
+    model.eval()
+    return (model, int(state["image_size"])) if with_size else model

@@ -2,13 +2,16 @@
 
 Patch area 2-15% of the image, aspect ratio 0.3-3.3 (log-uniform), colour jitter on the patch; the
 scar variant is a thin rectangle (2-16 px wide, 10-25 px long at 256 px, scaled to the image) rotated
-by -45..45 degrees. Half the samples use each variant.
+by -45..45 degrees. Half the samples use each variant. The patch is pasted centred on a point drawn
+from the defect type's placement prior (where its real defects occur), not uniformly.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image, ImageEnhance
+
+from panda.synth.context import DefectContext, Sample, sample_centre
 
 
 def _jitter(patch: Image.Image, rng: np.random.Generator) -> Image.Image:
@@ -18,12 +21,13 @@ def _jitter(patch: Image.Image, rng: np.random.Generator) -> Image.Image:
 
 
 def _paste(
-    image: Image.Image, patch: Image.Image, alpha: Image.Image, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
+    image: Image.Image, patch: Image.Image, alpha: Image.Image, ctx: DefectContext, rng: np.random.Generator
+) -> Sample:
     w, h = image.size
     pw, ph = patch.size
-    x = int(rng.integers(0, max(1, w - pw + 1)))
-    y = int(rng.integers(0, max(1, h - ph + 1)))
+    cy, cx = sample_centre(ctx.placement, rng)
+    x = int(np.clip(cx - pw // 2, 0, max(0, w - pw)))
+    y = int(np.clip(cy - ph // 2, 0, max(0, h - ph)))
     out = image.copy()
     out.paste(patch, (x, y), alpha)
     mask = Image.new("L", (w, h), 0)
@@ -31,7 +35,7 @@ def _paste(
     return np.asarray(out), (np.asarray(mask) >= 128).astype(np.uint8) * 255
 
 
-def cutpaste_normal(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def cutpaste_normal(image: np.ndarray, ctx: DefectContext, rng: np.random.Generator) -> Sample:
     img = Image.fromarray(image)
     w, h = img.size
     area = rng.uniform(0.02, 0.15) * w * h
@@ -40,10 +44,10 @@ def cutpaste_normal(image: np.ndarray, rng: np.random.Generator) -> tuple[np.nda
     ph = int(np.clip(round(np.sqrt(area / aspect)), 2, h - 1))
     x, y = int(rng.integers(0, w - pw + 1)), int(rng.integers(0, h - ph + 1))
     patch = _jitter(img.crop((x, y, x + pw, y + ph)), rng)
-    return _paste(img, patch, Image.new("L", patch.size, 255), rng)
+    return _paste(img, patch, Image.new("L", patch.size, 255), ctx, rng)
 
 
-def cutpaste_scar(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def cutpaste_scar(image: np.ndarray, ctx: DefectContext, rng: np.random.Generator) -> Sample:
     img = Image.fromarray(image)
     w, h = img.size
     scale = min(w, h) / 256
@@ -54,9 +58,9 @@ def cutpaste_scar(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarr
     angle = float(rng.uniform(-45, 45))
     patch = patch.rotate(angle, resample=Image.BILINEAR, expand=True)
     alpha = Image.new("L", (sw, sh), 255).rotate(angle, resample=Image.NEAREST, expand=True)
-    return _paste(img, patch, alpha, rng)
+    return _paste(img, patch, alpha, ctx, rng)
 
 
-def cutpaste(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def cutpaste(image: np.ndarray, ctx: DefectContext, rng: np.random.Generator) -> Sample:
     """One CutPaste sample: (defective image, binary mask 0/255)."""
-    return (cutpaste_scar if rng.random() < 0.5 else cutpaste_normal)(image, rng)
+    return (cutpaste_scar if rng.random() < 0.5 else cutpaste_normal)(image, ctx, rng)

@@ -1,0 +1,76 @@
+"""Run a trained segmenter on a folder of new images of any size: maps, masks, overlays, scores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from panda.errors import PandaError
+from panda.evaluate import predict_maps
+from panda.figures import overlay
+from panda.io import IMAGE_SUFFIXES, read_image, save_png
+from panda.segment.unet import SegUNet
+
+
+@dataclass
+class PredictSummary:
+    scores: pd.DataFrame
+    failed: list[tuple[str, str]]
+
+
+def predict_folder(
+    model: SegUNet, input_dir: Path, output_dir: Path, image_size: int, threshold: float = 0.5
+) -> PredictSummary:
+    """For each image: `<stem>_map.png`, `<stem>_mask.png`, `<stem>_overlay.png`, and a row in scores.csv.
+
+    Images are scored at the model's training resolution and the map is resized back to the original
+    size. Unreadable files are reported and skipped.
+    """
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    if not input_dir.is_dir():
+        raise PandaError(f"--input-dir {input_dir}: no such folder")
+    files = sorted(p for p in input_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise PandaError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {input_dir}")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    rows, failed = [], []
+    for path in tqdm(files, desc="predict", unit="img"):
+        try:
+            image = read_image(path, "RGB")
+        except PandaError as exc:
+            failed.append((str(path), str(exc)))
+            continue
+        h, w = image.shape[:2]
+        small = np.asarray(Image.fromarray(image).resize((image_size, image_size), Image.BICUBIC))
+        x = torch.from_numpy(small).permute(2, 0, 1)[None].float() / 255.0
+        small_map = predict_maps(model, x)[0]
+        full_map = np.asarray(
+            Image.fromarray(small_map.astype(np.float32), mode="F").resize((w, h), Image.BILINEAR)
+        )
+        mask = full_map >= threshold
+        stem = path.relative_to(input_dir).with_suffix("").as_posix().replace("/", "__")
+        save_png((full_map.clip(0, 1) * 255).round().astype(np.uint8), output_dir / f"{stem}_map.png")
+        save_png(mask.astype(np.uint8) * 255, output_dir / f"{stem}_mask.png")
+        save_png(overlay(image, mask), output_dir / f"{stem}_overlay.png")
+        score = float(full_map.max())
+        rows.append(
+            {
+                "image": str(path.relative_to(input_dir)),
+                "width": w,
+                "height": h,
+                "score": round(score, 6),
+                "defective": score >= threshold,
+                "defect_fraction": round(float(mask.mean()), 6),
+            }
+        )
+    scores = pd.DataFrame(rows, columns=["image", "width", "height", "score", "defective", "defect_fraction"])
+    tmp = output_dir / ".scores.csv.tmp"
+    scores.to_csv(tmp, index=False)
+    tmp.replace(output_dir / "scores.csv")
+    return PredictSummary(scores, failed)

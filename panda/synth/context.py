@@ -1,0 +1,69 @@
+"""What a synthesizer may know about one defect type: where it occurs and its few real examples.
+
+Built from `gen_train` images only, so nothing from the test split leaks into synthesis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from panda.io import read_image
+
+Sample = tuple[np.ndarray, np.ndarray]  # (defective image RGB uint8, mask uint8 0/255)
+
+
+@dataclass
+class DefectContext:
+    defect_type: str
+    placement: np.ndarray  # (H, W) probability map of defect centres, sums to 1
+    examples: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (image RGB, mask bool)
+
+
+def placement_prior(masks: list[np.ndarray], shape: tuple[int, int], blur: float = 0.05) -> np.ndarray:
+    """Where this defect type occurs: blurred sum of its real masks (uniform when there are none).
+
+    Edge defects (Magnetic Tile Break, Fray) get a prior along the edges; centred ones in the middle.
+    """
+    if not masks:
+        prior = np.ones(shape, np.float64)
+    else:
+        prior = np.zeros(shape, np.float64)
+        for m in masks:
+            prior += m.astype(np.float64) / max(1, m.sum())
+        prior = ndimage.gaussian_filter(prior, sigma=blur * max(shape)) + 1e-3 * prior.max() / prior.size
+    return prior / prior.sum()
+
+
+def sample_centre(prior: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
+    flat = int(rng.choice(prior.size, p=prior.ravel()))
+    return divmod(flat, prior.shape[1])
+
+
+def build_contexts(
+    rows: pd.DataFrame, processed_dir: Path, shape: tuple[int, int], placement: str = "prior"
+) -> list[DefectContext]:
+    """One context per defect type that has `gen_train` images, sorted by name.
+
+    `placement`: 'prior' learns where each type occurs from its real masks (objects, edge defects);
+    'uniform' places defects anywhere (textures, where position carries no information).
+    """
+    contexts = []
+    gen = rows[rows["split"] == "gen_train"]
+    for defect, sub in sorted(gen.groupby("defect_type"), key=lambda kv: kv[0]):
+        examples = []
+        for _, r in sub.sort_values("image_path").iterrows():
+            examples.append(
+                (
+                    read_image(processed_dir / r["image_path"], "RGB"),
+                    read_image(processed_dir / r["mask_path"], "L") >= 128,
+                )
+            )
+        masks = [m for _, m in examples if m.shape == shape] if placement == "prior" else []
+        prior = placement_prior(masks, shape)
+        contexts.append(DefectContext(defect, prior, examples))
+    return contexts

@@ -1,0 +1,120 @@
+"""`panda benchmark`: the same pipeline for several synthesis methods x seeds, as DVC experiments.
+
+Each (method, seed) runs as `dvc exp run --temp -n <name> -S ...`, so unchanged stages (download,
+preprocess, finetune) come from DVC's run cache, every run appears in `dvc exp show` and logs to the
+main MLflow store. Existing experiments of the same name are reused, so an interrupted benchmark
+continues where it stopped. The table goes to reports/benchmark/<dataset>.md and .json.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import click
+
+from panda.benchmark import RunResult, aggregate, to_markdown
+from panda.errors import PandaError
+from panda.io import write_json
+from stages.common import REPORTS_DIR, params_option, read_sections, user_errors
+
+
+def _parse_method(spec: str) -> tuple[str, list[str]]:
+    """'cutpaste' or 'panda-no-pma:synth.method=panda;synth.pma_steps=0' -> (name, ['k=v', ...])."""
+    name, _, rest = spec.partition(":")
+    sets = [s for s in rest.split(";") if s] if rest else [f"synth.method={name}"]
+    for s in sets:
+        if "=" not in s:
+            raise PandaError(f"--method {spec}: '{s}' is not KEY=VALUE")
+    return name, sets
+
+
+def _exp_ref(name: str) -> str | None:
+    out = subprocess.run(
+        ["git", "for-each-ref", "--format=%(refname)", "refs/exps"], capture_output=True, text=True
+    )
+    refs = [r for r in out.stdout.split() if r.rsplit("/", 1)[-1] == name]
+    return refs[-1] if refs else None
+
+
+def _read_json(ref: str, path: str) -> dict:
+    out = subprocess.run(["git", "show", f"{ref}:{path}"], capture_output=True, text=True)
+    return json.loads(out.stdout) if out.returncode == 0 else {}
+
+
+@click.command("benchmark")
+@params_option
+@click.option(
+    "--method",
+    "methods",
+    multiple=True,
+    default=("cutpaste", "draem", "real"),
+    show_default=True,
+    help="NAME, or NAME:KEY=VAL;KEY=VAL for a variant, e.g. 'r96:synth.method=real;synth.n_per_defect=96'.",
+)
+@click.option(
+    "--seeds", default="0,1,2", show_default=True, help="Comma-separated seeds (synth, train, finetune)."
+)
+@click.option(
+    "-S", "--set", "sets", multiple=True, help="Extra param override for every run, as in dvc exp run -S."
+)
+@click.option("--rerun", is_flag=True, help="Run again even when an experiment of the same name exists.")
+@user_errors
+def benchmark(
+    params_path: Path, methods: tuple[str, ...], seeds: str, sets: tuple[str, ...], rerun: bool
+) -> None:
+    """Run methods x seeds as DVC experiments and write reports/benchmark/<dataset>.md/.json."""
+    _, data, _ = read_sections(params_path)
+    dataset = next((s.split("=", 1)[1] for s in sets if s.startswith("data.dataset=")), data.dataset)
+    seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    runs: list[RunResult] = []
+    for spec in methods:
+        name, method_sets = _parse_method(spec)
+        for seed in seed_list:
+            exp = f"bench-{dataset}-{name}-s{seed}"
+            if rerun or _exp_ref(exp) is None:
+                seed_sets = [f"synth.seed={seed}", f"train.seed={seed}", f"finetune.seed={seed}"]
+                cmd = (
+                    ["dvc", "exp", "run", "--temp", "-n", exp, "-f"]
+                    if rerun
+                    else ["dvc", "exp", "run", "--temp", "-n", exp]
+                )
+                for s in [*sets, *method_sets, *seed_sets]:
+                    cmd += ["-S", s]
+                click.echo(f"running {exp}: {' '.join(cmd)}")
+                if subprocess.run(cmd).returncode != 0:
+                    raise PandaError(
+                        f"experiment {exp} failed; see the output above, fix, and run the benchmark again"
+                    )
+            ref = _exp_ref(exp)
+            if ref is None:
+                raise PandaError(f"experiment {exp} finished but its git ref was not found under refs/exps")
+            metrics = _read_json(ref, "reports/metrics.json")
+            metrics |= {
+                k: v for k, v in _read_json(ref, "reports/synth_metrics.json").items() if k != "method"
+            }
+            metrics |= _read_json(ref, "reports/train_metrics.json")
+            runs.append(
+                RunResult(name, seed, {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+            )
+    rows = aggregate(runs)
+    out = REPORTS_DIR / "benchmark"
+    setting = (
+        "Setting: `" + " ".join(f"-S {s}" for s in sets) + f"`, seeds {seed_list}."
+        if sets
+        else f"Seeds {seed_list}."
+    )
+    write_json(
+        {
+            "dataset": dataset,
+            "overrides": list(sets),
+            "seeds": seed_list,
+            "rows": rows,
+            "runs": [r.__dict__ for r in runs],
+        },
+        out / f"{dataset}.json",
+    )
+    md = to_markdown(rows, f"Benchmark: {dataset}", setting)
+    (out / f"{dataset}.md").write_text(md)
+    click.echo(md)

@@ -1,0 +1,43 @@
+"""`panda predict`: apply the trained segmenter to a folder of new images (not a DVC stage)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from panda.evaluate import EvalParams
+from panda.params import section
+from panda.predict import predict_folder
+from panda.segment.train import load_model
+from stages.common import SEGMENTER_PATH, params_option, read_sections, user_errors
+
+
+@click.command("predict")
+@params_option
+@click.option(
+    "--input-dir", type=click.Path(path_type=Path), required=True, help="Folder of images (any size)."
+)
+@click.option(
+    "--output-dir", type=click.Path(path_type=Path), required=True, help="Where maps/masks/overlays go."
+)
+@click.option(
+    "--model", "model_path", type=click.Path(path_type=Path), default=SEGMENTER_PATH, show_default=True
+)
+@click.option("--threshold", type=float, help="Binarisation threshold (default evaluate.threshold).")
+@user_errors
+def predict(
+    params_path: Path, input_dir: Path, output_dir: Path, model_path: Path, threshold: float | None
+) -> None:
+    """Write an anomaly map, a binary mask and an overlay per image, plus scores.csv."""
+    params, _, _ = read_sections(params_path)
+    ev = section(params, "evaluate", EvalParams, str(params_path), threshold=threshold)
+    model, image_size = load_model(model_path, with_size=True)
+    summary = predict_folder(model, input_dir, output_dir, image_size, ev.threshold)
+    for path, reason in summary.failed:
+        click.secho(f"skipped {path}: {reason}", fg="yellow", err=True)
+    n_def = int(summary.scores["defective"].sum())
+    click.echo(
+        f"{len(summary.scores)} images scored ({n_def} defective at {ev.threshold}), "
+        f"{len(summary.failed)} skipped -> {output_dir / 'scores.csv'}"
+    )

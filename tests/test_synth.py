@@ -1,0 +1,78 @@
+"""Baseline synthesizers: masks match the changed pixels, placement follows the prior, seeded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from panda.synth.context import DefectContext, placement_prior
+from panda.synth.cutpaste import cutpaste
+from panda.synth.draem import draem, perlin_mask
+from panda.synth.perlin import perlin_2d
+from panda.synth.real import dihedral, real_paste
+
+SIZE = 64
+
+
+def _context(edge: bool = False) -> DefectContext:
+    rng = np.random.default_rng(0)
+    examples = []
+    for _ in range(3):
+        img = rng.integers(80, 120, (SIZE, SIZE, 3), dtype=np.uint8)
+        mask = np.zeros((SIZE, SIZE), bool)
+        if edge:
+            mask[20:40, 0:4] = True
+        else:
+            mask[28:36, 28:36] = True
+        img[mask] = 20
+        examples.append((img, mask))
+    return DefectContext("dent", placement_prior([m for _, m in examples], (SIZE, SIZE)), examples)
+
+
+def _normal(seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).integers(100, 200, (SIZE, SIZE, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("method", [cutpaste, draem])
+def test_pixels_outside_mask_are_untouched(method):
+    ctx = _context()
+    for seed in range(6):
+        image = _normal(seed)
+        out, mask = method(image, ctx, np.random.default_rng(seed))
+        assert out.shape == image.shape and mask.dtype == np.uint8
+        assert set(np.unique(mask)) <= {0, 255} and mask.any()
+        assert np.array_equal(out[mask == 0], image[mask == 0])
+
+
+@pytest.mark.parametrize("method", [cutpaste, draem, real_paste])
+def test_same_seed_same_sample(method):
+    ctx = _context()
+    a = method(_normal(), ctx, np.random.default_rng(5))
+    b = method(_normal(), ctx, np.random.default_rng(5))
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def test_edge_defects_are_placed_on_edges():
+    ctx = _context(edge=True)
+    for method in (cutpaste, draem, real_paste):
+        for seed in range(8):
+            _, mask = method(_normal(seed), ctx, np.random.default_rng(seed))
+            ys, xs = np.nonzero(mask)
+            border = np.minimum.reduce([xs, ys, SIZE - 1 - xs, SIZE - 1 - ys])
+            assert border.min() <= 10, (method.__name__, seed)
+
+
+def test_real_paste_label_is_a_transformed_real_mask():
+    ctx = _context(edge=True)
+    transformed = [dihedral(m, k) for _, m in ctx.examples for k in range(8)]
+    for seed in range(6):
+        out, mask = real_paste(_normal(seed), ctx, np.random.default_rng(seed))
+        assert any(np.array_equal(mask > 0, t) for t in transformed)
+        assert out[mask > 0].mean() < 60  # the dark real defect came along
+
+
+def test_perlin_noise_and_mask():
+    rng = np.random.default_rng(0)
+    noise = perlin_2d((50, 70), (4, 8), rng)
+    assert noise.shape == (50, 70) and -1.5 < noise.min() < 0 < noise.max() < 1.5
+    assert perlin_mask((64, 64), rng).dtype == bool
