@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from panda.data.preprocess import category_rows
 from panda.figures import grid, overlay
 from panda.metrics.segmentation import compute_metrics, curves
 from panda.segment.data import load_pairs, normalize
@@ -52,16 +53,17 @@ def predict_maps(model: SegUNet, images: torch.Tensor, batch: int = 16) -> np.nd
     return np.concatenate(out) if out else np.zeros((0,) + tuple(images.shape[-2:]), np.float32)
 
 
-def test_rows(manifest: pd.DataFrame, category: str) -> pd.DataFrame:
-    rows = manifest[(manifest["category"] == category) & (manifest["split"] == "test")]
-    return rows.reset_index(drop=True)
+def held_out_rows(manifest: pd.DataFrame, category: str) -> pd.DataFrame:
+    """Test normals and test defects of one category: images no earlier stage has seen."""
+    rows = category_rows(manifest, category)
+    return rows[rows["split"] == "test"].reset_index(drop=True)
 
 
 def evaluate(
     model: SegUNet, manifest: pd.DataFrame, processed_dir: Path, category: str, params: EvalParams
 ) -> EvalResult:
     """Pooled metrics, macro averages over defect types (each scored with all test normals)."""
-    frame = test_rows(manifest, category)
+    frame = held_out_rows(manifest, category)
     x, y = load_pairs(processed_dir, frame)
     maps = predict_maps(model, x)
     masks = y[:, 0].numpy().astype(np.uint8)

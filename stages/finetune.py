@@ -1,4 +1,4 @@
-"""`panda finetune`: train the window-local diffusion denoiser (phase A on normal images)."""
+"""`panda finetune`: phase A (denoiser on normal windows) then phase B (defect embedding + adapters)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ from pathlib import Path
 
 import click
 
-from panda.data.preprocess import load_manifest
-from panda.diffusion.pixel import FinetuneParams, save_denoiser, train_phase_a
-from panda.io import atomic_dir, write_json
+from panda.data.preprocess import category_rows, load_manifest, normal_train_rows
+from panda.diffusion.denoiser import PixelDenoiser
+from panda.diffusion.phase_b import defect_windows, train_phase_b
+from panda.diffusion.pixel import FinetuneParams, train_phase_a
+from panda.io import atomic_dir, read_image, write_json
 from panda.params import section
 from panda.segment.data import load_pairs
-from panda.synth.run import category_rows
-from panda.tracking import stage_run
+from panda.tracking import project_root, stage_run
 from stages.common import (
     CHECKPOINT_DIR,
     DIFFUSION_DIR,
@@ -27,39 +28,73 @@ from stages.common import (
 
 @click.command("finetune")
 @params_option
-@click.option("--steps", type=int, help="Overrides finetune.steps.")
+@click.option("--steps", type=int, help="Overrides finetune.steps (phase A).")
+@click.option("--phase-b-steps", type=int, help="Overrides finetune.phase_b_steps.")
 @click.option("--category", help="Overrides data.category.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=DIFFUSION_DIR, show_default=True)
 @user_errors
-def finetune(params_path: Path, steps: int | None, category: str | None, out_dir: Path) -> None:
-    """Train the denoiser on windows of the category's normal training images (resumable)."""
+def finetune(
+    params_path: Path, steps: int | None, phase_b_steps: int | None, category: str | None, out_dir: Path
+) -> None:
+    """Train the window-local denoiser on normal images, then fine-tune it on the gen_train defects."""
     params, data, tracking = read_sections(params_path, category=category)
-    ft = section(params, "finetune", FinetuneParams, str(params_path), steps=steps)
-    manifest = load_manifest(PROCESSED_DIR)
-    rows = category_rows(manifest, data.category)
-    normals = rows[(rows["split"] == "train") & (rows["defect_type"] == "good")]
-    images, _ = load_pairs(PROCESSED_DIR, normals)
+    ft = section(
+        params, "finetune", FinetuneParams, str(params_path), steps=steps, phase_b_steps=phase_b_steps
+    )
+    rows = category_rows(load_manifest(PROCESSED_DIR), data.category)
+    images, _ = load_pairs(PROCESSED_DIR, normal_train_rows(rows))
+    gen = rows[rows["split"] == "gen_train"].sort_values("image_path")
+    defect_types = sorted(gen["defect_type"].unique())
     with stage_run("finetune", tracking.experiment, {"data": vars(data), "finetune": vars(ft)}, tags(data)):
         import mlflow
 
         def log(step: int, metrics: dict[str, float]) -> None:
-            if step % 10 == 0 or step == ft.steps:
+            if step % 10 == 0:
                 mlflow.log_metrics(metrics, step=step)
 
-        result = train_phase_a(images * 2 - 1, ft, CHECKPOINT_DIR / "finetune" / data.category, on_step=log)
+        # phase A is cached at the main repo root, keyed by its own params: shared by DVC experiments
+        cache = project_root() / CHECKPOINT_DIR / "finetune" / "phase_a"
+        phase_a = train_phase_a(images * 2 - 1, ft, len(defect_types) + 1, cache, on_step=log)
+        model = PixelDenoiser(phase_a.unet, defect_types, ft.mga_channels)
+        examples = [
+            (
+                read_image(PROCESSED_DIR / r["image_path"], "RGB"),
+                read_image(PROCESSED_DIR / r["mask_path"], "L") >= 128,
+                defect_types.index(r["defect_type"]) + 1,
+            )
+            for _, r in gen.iterrows()
+        ]
+        windows = defect_windows(examples, ft.window)
+        loss_b, seconds_b = train_phase_b(
+            model,
+            phase_a.scheduler,
+            windows,
+            ft.phase_b_steps,
+            ft.batch_size,
+            ft.phase_b_lr,
+            ft.pma_tau,
+            ft.unfreeze_base,
+            ft.seed,
+            on_step=log,
+        )
         with atomic_dir(out_dir) as tmp:
-            save_denoiser(result, tmp)  # weights only: the output stays byte-identical across reruns
+            model.save(tmp)  # weights only: the output stays byte-identical across reruns
+            phase_a.scheduler.save_pretrained(tmp / "scheduler")
         summary = {
-            "steps": result.steps_done,
-            "resumed_from": result.resumed_from,
-            "final_loss": result.final_loss,
-            "n_parameters": result.n_parameters,
-            "train_seconds": round(result.seconds, 2),
+            "phase_a_steps": phase_a.steps_done,
+            "phase_a_resumed_from": phase_a.resumed_from,
+            "phase_a_loss": phase_a.final_loss,
+            "phase_a_seconds": round(phase_a.seconds, 2),
+            "phase_b_loss": loss_b,
+            "phase_b_seconds": round(seconds_b, 2),
+            "n_parameters": sum(p.numel() for p in model.parameters()),
+            "n_defect_windows": len(windows.images),
         }
         write_json(summary, REPORTS_DIR / "finetune_metrics.json")
         mlflow.log_metrics(summary)
     click.echo(
-        f"denoiser: {result.n_parameters / 1e6:.2f}M params, {result.steps_done} steps "
-        f"(resumed at {result.resumed_from}) "
-        f"in {result.seconds:.1f}s, final loss {result.final_loss:.4f} -> {out_dir}"
+        f"denoiser: {summary['n_parameters'] / 1e6:.2f}M params; phase A {phase_a.steps_done} steps "
+        f"(resumed at {phase_a.resumed_from}) in {phase_a.seconds:.1f}s, loss {phase_a.final_loss:.4f}; "
+        f"phase B {ft.phase_b_steps} steps on {len(windows.images)} defect windows in {seconds_b:.1f}s, "
+        f"loss {loss_b:.4f} -> {out_dir}"
     )

@@ -13,6 +13,7 @@ from panda.params import section
 from panda.synth.run import SynthParams, synthesize
 from panda.tracking import stage_run
 from stages.common import (
+    DIFFUSION_DIR,
     FIGURES_DIR,
     PROCESSED_DIR,
     REPORTS_DIR,
@@ -49,7 +50,7 @@ def synthesize_cmd(
     params, data, tracking = read_sections(params_path, category=category)
     synth = section(params, "synth", SynthParams, str(params_path), method=method, n_per_defect=n_per_defect)
     manifest = load_manifest(PROCESSED_DIR)
-    frame, sec_per_image = synthesize(manifest, PROCESSED_DIR, out_dir, data.category, synth)
+    frame, sec_per_image = synthesize(manifest, PROCESSED_DIR, out_dir, data.category, synth, DIFFUSION_DIR)
     figure = _grid(frame, out_dir, FIGURES_DIR / "synthetic_samples.png")
     write_json(
         {"method": synth.method, "n_images": len(frame), "seconds_per_image": round(sec_per_image, 5)},

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import click
 
-from panda.data.preprocess import load_manifest
+from panda.data.preprocess import category_rows, load_manifest, normal_train_rows
 from panda.io import write_json
 from panda.params import section
 from panda.segment.data import load_pairs
 from panda.segment.train import TrainParams, save_model, train_segmenter
-from panda.synth.run import category_rows, load_synthetic
+from panda.synth.run import load_synthetic
 from panda.tracking import stage_run
 from stages.common import (
     CHECKPOINT_DIR,
@@ -37,7 +37,7 @@ def train(params_path: Path, steps: int | None, category: str | None, out_path: 
     params, data, tracking = read_sections(params_path, category=category)
     tp = section(params, "train", TrainParams, str(params_path), steps=steps)
     rows = category_rows(load_manifest(PROCESSED_DIR), data.category)
-    normal = load_pairs(PROCESSED_DIR, rows[(rows["split"] == "train") & (rows["defect_type"] == "good")])
+    normal = load_pairs(PROCESSED_DIR, normal_train_rows(rows))
     synthetic = load_pairs(SYNTHETIC_DIR, load_synthetic(SYNTHETIC_DIR))
     with stage_run("train", tracking.experiment, {"data": vars(data), "train": vars(tp)}, tags(data)):
         import mlflow

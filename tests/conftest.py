@@ -34,7 +34,7 @@ TINY = {
         "seed": 0,
     },
     "synth": {
-        "method": "cutpaste",
+        "method": "panda",
         "n_per_defect": 6,
         "placement": "uniform",
         "texture_dir": None,

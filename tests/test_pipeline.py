@@ -120,7 +120,7 @@ def test_stage_logs_to_mlflow_server_over_rest(workdir, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["draem", "real"])
+@pytest.mark.parametrize("method", ["cutpaste", "draem", "real"])
 def test_synthesize_methods_and_predict(workdir, method, tmp_path):
     for stage in ("download", "preprocess"):
         run_stage(stage)

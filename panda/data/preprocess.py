@@ -179,6 +179,19 @@ def split_summary(manifest: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
+def category_rows(manifest: pd.DataFrame, category: str) -> pd.DataFrame:
+    """The manifest rows of one category; an unknown category names the ones that exist."""
+    rows = manifest[manifest["category"] == category]
+    if rows.empty:
+        known = ", ".join(sorted(manifest["category"].unique()))
+        raise PandaError(f"data.category = '{category}' is not in the dataset; choose one of: {known}")
+    return rows
+
+
+def normal_train_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows[(rows["split"] == "train") & (rows["defect_type"] == NORMAL)]
+
+
 def load_manifest(processed_dir: Path) -> pd.DataFrame:
     path = Path(processed_dir) / MANIFEST
     if not path.is_file():

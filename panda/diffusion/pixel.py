@@ -36,8 +36,16 @@ class FinetuneParams:
     train_timesteps: int = 1000
     checkpoint_every: int = 50
     seed: int = 0
+    # phase B (method.md section 2): defect embedding + two Mask Guidance Adapters on gen_train defects
+    phase_b_steps: int = 100
+    phase_b_lr: float = 2e-3
+    mga_channels: list[int] = field(default_factory=lambda: [16, 32, 64, 32, 16])
+    unfreeze_base: bool = False
+    pma_tau: float = 0.2
 
     def validate(self) -> None:
+        if self.phase_b_steps < 0 or not 0 <= self.pma_tau < 1:
+            raise PandaError("finetune.phase_b_steps must be >= 0 and finetune.pma_tau in [0, 1)")
         if self.backend != "pixel":
             raise PandaError(f"finetune.backend = '{self.backend}' is not available; use 'pixel'")
         if self.window % 2 ** (len(self.block_channels) - 1):
@@ -48,9 +56,23 @@ class FinetuneParams:
             raise PandaError("finetune.steps must be >= 1")
 
 
-def build_unet(params: FinetuneParams, in_channels: int = 3) -> UNet2DModel:
+PHASE_A_FIELDS = (
+    "backend",
+    "window",
+    "block_channels",
+    "steps",
+    "batch_size",
+    "lr",
+    "train_timesteps",
+    "seed",
+)
+
+
+def build_unet(params: FinetuneParams, in_channels: int = 3, num_classes: int = 1) -> UNet2DModel:
+    """Class embedding row 0 = normal (phase A); rows 1..K = defect types (trained in phase B)."""
     n = len(params.block_channels)
     return UNet2DModel(
+        num_class_embeds=num_classes,
         sample_size=params.window,
         in_channels=in_channels,
         out_channels=in_channels,
@@ -96,8 +118,10 @@ class PhaseAResult:
     n_parameters: int
 
 
-def _job_key(params: FinetuneParams, images: torch.Tensor) -> str:
-    digest = hashlib.sha256(json.dumps(asdict(params), sort_keys=True).encode())
+def _job_key(params: FinetuneParams, images: torch.Tensor, num_classes: int) -> str:
+    """Phase-A identity: its own params and data only, so phase-B changes reuse the cached result."""
+    fields = {k: v for k, v in asdict(params).items() if k in PHASE_A_FIELDS}
+    digest = hashlib.sha256(json.dumps({**fields, "classes": num_classes}, sort_keys=True).encode())
     digest.update(str(tuple(images.shape)).encode())
     digest.update(images.numpy().tobytes())
     return digest.hexdigest()[:16]
@@ -106,18 +130,24 @@ def _job_key(params: FinetuneParams, images: torch.Tensor) -> str:
 def train_phase_a(
     images: torch.Tensor,
     params: FinetuneParams,
-    checkpoint_dir: Path | None = None,
+    num_classes: int = 1,
+    checkpoint_root: Path | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     stop_after: int | None = None,
 ) -> PhaseAResult:
-    """Train the denoiser on normal windows; resume from `checkpoint_dir` when it holds this same job."""
+    """Train the denoiser on normal windows (class 0).
+
+    Checkpoints live in `checkpoint_root/<job key>`: an interrupted job resumes, a finished one is
+    reused as is (also from DVC experiment copies, which share the main repo's checkpoint root).
+    """
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     torch.manual_seed(params.seed)
-    unet = build_unet(params, images.shape[1])
+    unet = build_unet(params, images.shape[1], num_classes)
     scheduler = build_scheduler(params)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=params.lr, weight_decay=1e-4)
     unet, optimizer = accelerator.prepare(unet, optimizer)
-    key = _job_key(params, images)
+    key = _job_key(params, images, num_classes)
+    checkpoint_dir = checkpoint_root / key if checkpoint_root is not None else None
     start = 0
     state_file = checkpoint_dir / "panda_state.json" if checkpoint_dir else None
     if state_file is not None and state_file.is_file():
@@ -137,7 +167,8 @@ def train_phase_a(
         noise = torch.randn(clean.shape, generator=gen).to(accelerator.device)
         t = torch.randint(0, params.train_timesteps, (len(clean),), generator=gen).to(accelerator.device)
         noisy = scheduler.add_noise(clean, noise, t)
-        loss = F.mse_loss(unet(noisy, t).sample, noise)
+        normal = torch.zeros(len(clean), dtype=torch.long, device=accelerator.device)
+        loss = F.mse_loss(unet(noisy, t, class_labels=normal).sample, noise)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         optimizer.step()
@@ -145,6 +176,7 @@ def train_phase_a(
         bar.set_postfix(loss=f"{loss_value:.4f}")
         done = step + 1
         if checkpoint_dir is not None and (done % params.checkpoint_every == 0 or done == end):
+            checkpoint_dir.mkdir(parents=True, exist_ok=True)
             accelerator.save_state(str(checkpoint_dir / "accelerate"))
             state_file.write_text(json.dumps({"key": key, "step": done}))
         if on_step is not None:
@@ -159,9 +191,3 @@ def train_phase_a(
         seconds=time.perf_counter() - began,
         n_parameters=sum(p.numel() for p in unet.parameters()),
     )
-
-
-def save_denoiser(result: PhaseAResult, out_dir: Path) -> None:
-    """diffusers `save_pretrained` layout: `unet/` and `scheduler/` under `out_dir`."""
-    result.unet.save_pretrained(out_dir / "unet")
-    result.scheduler.save_pretrained(out_dir / "scheduler")

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from panda.data.preprocess import category_rows, normal_train_rows
+from panda.diffusion.sampler import SamplerConfig
 from panda.errors import PandaError
 from panda.io import atomic_dir, read_image, save_png
-from panda.synth.context import DefectContext, build_contexts
+from panda.synth.context import DefectContext, Sample, build_contexts
 from panda.synth.cutpaste import cutpaste
 from panda.synth.draem import draem
+from panda.synth.masks import augment_mask, load_mask_folder
 from panda.synth.real import real_paste
 
-Synthesizer = Callable[[np.ndarray, DefectContext, np.random.Generator], tuple[np.ndarray, np.ndarray]]
+BatchSynthesizer = Callable[[list[np.ndarray], DefectContext, np.random.Generator], list[Sample]]
 MANIFEST = "manifest.csv"
+METHODS = ("panda", "cutpaste", "draem", "real")
 
 
 @dataclass
@@ -29,6 +33,19 @@ class SynthParams:
     seed: int = 0
     placement: str = "prior"  # prior: where this defect type occurs in gen_train; uniform: anywhere
     texture_dir: str | None = None  # draem: a folder of texture photos (e.g. DTD); null = built-in photos
+    # panda (method.md section 3)
+    steps: int = 20
+    sampler: str = "ddim"
+    pma_steps: int = 16
+    only_windows: list[list[float]] = field(default_factory=lambda: [[0.7, 0.8], [0.3, 0.4]])
+    inject_background: bool = True
+    batch_size: int = 16
+    mask_dir: str | None = None  # panda: user-supplied target masks; null = augmented gen_train masks
+
+    def sampler_config(self) -> SamplerConfig:
+        return SamplerConfig(
+            self.steps, self.sampler, self.pma_steps, self.only_windows, self.inject_background
+        )
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -37,72 +54,98 @@ class SynthParams:
             )
         if self.placement not in ("prior", "uniform"):
             raise PandaError(f"synth.placement = '{self.placement}': use 'prior' or 'uniform'")
-        if self.n_per_defect < 1:
-            raise PandaError("synth.n_per_defect must be >= 1")
+        if self.n_per_defect < 1 or self.batch_size < 1:
+            raise PandaError("synth.n_per_defect and synth.batch_size must be >= 1")
+        self.sampler_config().validate()
 
 
-def methods(params: SynthParams) -> dict[str, Synthesizer]:
-    """Every synthesizer by its `synth.method` name."""
-    return {
+def _per_image(fn: Callable[[np.ndarray, DefectContext, np.random.Generator], Sample]) -> BatchSynthesizer:
+    return lambda images, ctx, rng: [fn(img, ctx, rng) for img in images]
+
+
+def _panda(params: SynthParams, model_dir: Path | None) -> BatchSynthesizer:
+    from panda.synth.panda import PandaSynthesizer
+
+    if model_dir is None or not (Path(model_dir) / "panda.json").is_file():
+        raise PandaError(f"no fine-tuned PANDA denoiser in {model_dir}; run `panda finetune` first")
+    synth = PandaSynthesizer(Path(model_dir), params.sampler_config(), params.seed)
+    user_masks: list[np.ndarray] | None = None
+
+    def run(images: list[np.ndarray], ctx: DefectContext, rng: np.random.Generator) -> list[Sample]:
+        nonlocal user_masks
+        if params.mask_dir and user_masks is None:
+            user_masks = load_mask_folder(Path(params.mask_dir), images[0].shape[:2])
+            if not user_masks:
+                raise PandaError(f"synth.mask_dir = {params.mask_dir}: no non-empty mask images found")
+        pool = user_masks or [m for _, m in ctx.examples]
+        masks = [augment_mask(pool[int(rng.integers(len(pool)))], rng) for _ in images]
+        edited = synth.batch(images, masks, ctx.defect_type)
+        return [(img, m.astype(np.uint8) * 255) for img, m in zip(edited, masks, strict=True)]
+
+    return run
+
+
+def batch_synthesizer(params: SynthParams, model_dir: Path | None = None) -> BatchSynthesizer:
+    """The synthesizer named by `synth.method`, as a function of a batch of normal images."""
+    if params.method == "panda":
+        return _panda(params, model_dir)
+    single = {
         "cutpaste": cutpaste,
         "draem": lambda img, ctx, rng: draem(img, ctx, rng, params.texture_dir),
         "real": real_paste,
     }
-
-
-METHODS = ("cutpaste", "draem", "real")
-
-
-def category_rows(manifest: pd.DataFrame, category: str) -> pd.DataFrame:
-    rows = manifest[manifest["category"] == category]
-    if rows.empty:
-        known = ", ".join(sorted(manifest["category"].unique()))
-        raise PandaError(f"data.category = '{category}' is not in the dataset; choose one of: {known}")
-    return rows
+    return _per_image(single[params.method])
 
 
 def synthesize(
-    manifest: pd.DataFrame, processed_dir: Path, out_dir: Path, category: str, params: SynthParams
+    manifest: pd.DataFrame,
+    processed_dir: Path,
+    out_dir: Path,
+    category: str,
+    params: SynthParams,
+    model_dir: Path | None = None,
 ) -> tuple[pd.DataFrame, float]:
     """Write `n_per_defect` pairs per defect type of `category`; return (manifest, seconds per image).
 
     Defect types are those with `gen_train` images: the generator never sees test defects.
     """
     rows = category_rows(manifest, category)
-    normals = rows[(rows["split"] == "train") & (rows["defect_type"] == "good")]
+    normals = normal_train_rows(rows)
     if normals.empty or not (rows["split"] == "gen_train").any():
         raise PandaError(
             f"category '{category}' needs normal train images and gen_train defects to synthesize"
         )
     first = read_image(processed_dir / normals.iloc[0]["image_path"], "RGB")
     contexts = build_contexts(rows, processed_dir, first.shape[:2], params.placement)
-    method = methods(params)[params.method]
+    method = batch_synthesizer(params, model_dir)
     records = []
     began = time.perf_counter()
     with atomic_dir(out_dir) as tmp:
-        total = params.n_per_defect * len(contexts)
-        bar = tqdm(total=total, desc=f"synthesize ({params.method})", unit="img")
+        bar = tqdm(
+            total=params.n_per_defect * len(contexts), desc=f"synthesize ({params.method})", unit="img"
+        )
         for ti, ctx in enumerate(contexts):
-            defect = ctx.defect_type
             rng = np.random.default_rng([params.seed, ti])
-            for i in range(params.n_per_defect):
-                base = normals.iloc[int(rng.integers(len(normals)))]
-                image, mask = method(read_image(processed_dir / base["image_path"], "RGB"), ctx, rng)
-                stem = f"{defect}_{i:04d}"
-                save_png(image, tmp / defect / f"{stem}.png")
-                save_png(mask, tmp / defect / f"{stem}_mask.png")
-                records.append(
-                    {
-                        "category": category,
-                        "defect_type": defect,
-                        "method": params.method,
-                        "image_path": f"{defect}/{stem}.png",
-                        "mask_path": f"{defect}/{stem}_mask.png",
-                        "mask_area": round(float((mask > 0).mean()), 6),
-                        "background": base["image_path"],
-                    }
-                )
-                bar.update()
+            for start in range(0, params.n_per_defect, params.batch_size):
+                count = min(params.batch_size, params.n_per_defect - start)
+                bases = [normals.iloc[int(rng.integers(len(normals)))] for _ in range(count)]
+                images = [read_image(processed_dir / b["image_path"], "RGB") for b in bases]
+                for i, (base, (image, mask)) in enumerate(zip(bases, method(images, ctx, rng), strict=True)):
+                    stem = f"{ctx.defect_type}_{start + i:04d}"
+                    save_png(image, tmp / ctx.defect_type / f"{stem}.png")
+                    save_png(mask, tmp / ctx.defect_type / f"{stem}_mask.png")
+                    records.append(
+                        {
+                            "category": category,
+                            "defect_type": ctx.defect_type,
+                            "method": params.method,
+                            "image_path": f"{ctx.defect_type}/{stem}.png",
+                            "mask_path": f"{ctx.defect_type}/{stem}_mask.png",
+                            "mask_area": round(float((mask > 0).mean()), 6),
+                            "background": base["image_path"],
+                        }
+                    )
+                    bar.update()
         bar.close()
         frame = pd.DataFrame(records)
         frame.to_csv(tmp / MANIFEST, index=False)

@@ -1,0 +1,90 @@
+"""The denoiser behind PANDA's sampler: base noise predictor + defect embedding + the two adapters.
+
+The sampler only calls `Denoiser.aware(...)` and `Denoiser.only(...)`, so another backend (a latent
+diffusers LDM / Stable Diffusion on GPU) plugs in by implementing the same two methods plus
+`encode`/`decode` (identity in pixel space).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from diffusers import UNet2DModel
+from torch import nn
+
+from panda.diffusion.mga import MaskGuidanceAdapter
+
+
+class Denoiser(Protocol):
+    """What the phased sampler needs from a model (pixel or latent space)."""
+
+    def aware(
+        self, x: torch.Tensor, t: torch.Tensor, defect: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor: ...
+
+    def only(
+        self, y: torch.Tensor, t: torch.Tensor, defect: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor: ...
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor: ...
+
+
+class PixelDenoiser(nn.Module):
+    """UNet2DModel whose class embedding carries the defect type (row 0 = normal, used in phase A)."""
+
+    def __init__(self, unet: UNet2DModel, defect_types: Sequence[str], mga_widths: Sequence[int]) -> None:
+        super().__init__()
+        self.unet = unet
+        self.defect_types = list(defect_types)
+        self.mga_widths = list(mga_widths)
+        channels = unet.config.out_channels
+        self.adapter_aware = MaskGuidanceAdapter(channels, mga_widths)
+        self.adapter_only = MaskGuidanceAdapter(channels, mga_widths)
+
+    def base(self, x: torch.Tensor, t: torch.Tensor, defect: torch.Tensor) -> torch.Tensor:
+        return self.unet(x, t, class_labels=defect).sample
+
+    def aware(
+        self, x: torch.Tensor, t: torch.Tensor, defect: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        return self.adapter_aware(self.base(x, t, defect), mask)
+
+    def only(
+        self, y: torch.Tensor, t: torch.Tensor, defect: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        return self.adapter_only(self.base(y, t, defect), mask)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return images
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return z
+
+    def defect_id(self, defect_type: str) -> int:
+        return self.defect_types.index(defect_type) + 1
+
+    def save(self, out_dir: Path) -> None:
+        """diffusers layout for the UNet (`unet/`), adapters and defect names beside it."""
+        self.unet.save_pretrained(out_dir / "unet")
+        torch.save(
+            {"aware": self.adapter_aware.state_dict(), "only": self.adapter_only.state_dict()},
+            out_dir / "adapters.pt",
+        )
+        (out_dir / "panda.json").write_text(
+            json.dumps({"defect_types": self.defect_types, "mga_widths": self.mga_widths}, indent=2)
+        )
+
+    @classmethod
+    def load(cls, out_dir: Path) -> PixelDenoiser:
+        meta = json.loads((out_dir / "panda.json").read_text())
+        model = cls(UNet2DModel.from_pretrained(out_dir / "unet"), meta["defect_types"], meta["mga_widths"])
+        state = torch.load(out_dir / "adapters.pt", map_location="cpu", weights_only=True)
+        model.adapter_aware.load_state_dict(state["aware"])
+        model.adapter_only.load_state_dict(state["only"])
+        return model.eval()

@@ -1,0 +1,122 @@
+"""Phase B (method.md section 2): defect-type embedding + the two Mask Guidance Adapters.
+
+Trained only on `gen_train` defects, on windows around each defect: a square of side
+max(window, 1.25 x the mask's bounding box) centred on the defect, resized to `window` px, so large
+defects (Magnetic Tile Uneven) fit whole and small ones keep their native resolution.
+Loss per batch, one t for both branches, independent noises eps, eps':
+  x_t = q(z0, t), eps_A = G_A(U(x_t, t, c), M_t);  y_t = q(M z0, t), eps_O = G_O(U(y_t, t, c), M)
+  L = 4 mean|M_t (eps - eps_A)| + 1 mean|eps' - eps_O|,  M_t = M + a(t) (1 - M),
+  a(t) = clip((t - tau T) / (T - tau T), 0, 1).
+The base UNet stays frozen unless `unfreeze_base` (*ours*: the class-embedding table stands in for the
+reference's textual-inversion tokens and is always trained).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from diffusers import DDPMScheduler
+from PIL import Image
+from tqdm.auto import tqdm
+
+from panda.diffusion.denoiser import PixelDenoiser
+
+
+@dataclass
+class DefectWindows:
+    images: torch.Tensor  # (N, C, w, w) in [-1, 1]
+    masks: torch.Tensor  # (N, 1, w, w) in {0, 1}
+    defect_ids: torch.Tensor  # (N,) 1..K
+
+
+def crop_box(mask: np.ndarray, window: int, scale: float = 1.25) -> tuple[int, int, int]:
+    """(top, left, side) of the square window around the mask's bounding box, inside the image."""
+    h, w = mask.shape
+    ys, xs = np.nonzero(mask)
+    side = int(min(min(h, w), max(window, np.ceil(scale * max(np.ptp(ys) + 1, np.ptp(xs) + 1)))))
+    cy, cx = (ys.min() + ys.max()) // 2, (xs.min() + xs.max()) // 2
+    top = int(np.clip(cy - side // 2, 0, h - side))
+    left = int(np.clip(cx - side // 2, 0, w - side))
+    return top, left, side
+
+
+def defect_windows(examples: list[tuple[np.ndarray, np.ndarray, int]], window: int) -> DefectWindows:
+    """Crop and resize every (image RGB uint8, mask bool, defect id) to a window x window pair."""
+    imgs, masks, ids = [], [], []
+    for image, mask, defect_id in examples:
+        if not mask.any():
+            continue
+        top, left, side = crop_box(mask, window)
+        crop = Image.fromarray(image[top : top + side, left : left + side]).resize(
+            (window, window), Image.BICUBIC
+        )
+        m = Image.fromarray(mask[top : top + side, left : left + side].astype(np.uint8) * 255)
+        m = np.asarray(m.resize((window, window), Image.BILINEAR)) >= 128
+        imgs.append(np.asarray(crop))
+        masks.append(m)
+        ids.append(defect_id)
+    x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return DefectWindows(x, torch.from_numpy(np.stack(masks)).unsqueeze(1).float(), torch.tensor(ids))
+
+
+def pma_mask(mask: torch.Tensor, t: torch.Tensor, num_train_timesteps: int, tau: float) -> torch.Tensor:
+    """M_t = M + a(t)(1 - M), a(t) = clip((t - tau T)/(T - tau T), 0, 1), per sample."""
+    big_t = num_train_timesteps
+    a = ((t.float() - tau * big_t) / (big_t - tau * big_t)).clamp(0, 1).view(-1, 1, 1, 1)
+    return mask + a * (1 - mask)
+
+
+def phase_b_loss(
+    model: PixelDenoiser, scheduler: DDPMScheduler, batch: DefectWindows, tau: float, gen: torch.Generator
+) -> torch.Tensor:
+    z0, mask, c = batch.images, batch.masks, batch.defect_ids
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (len(z0),), generator=gen)
+    eps = torch.randn(z0.shape, generator=gen)
+    eps_only = torch.randn(z0.shape, generator=gen)
+    m_t = pma_mask(mask, t, scheduler.config.num_train_timesteps, tau)
+    eps_a = model.aware(scheduler.add_noise(z0, eps, t), t, c, m_t)
+    eps_o = model.only(scheduler.add_noise(mask * z0, eps_only, t), t, c, mask)
+    return 4 * (m_t * (eps - eps_a)).abs().mean() + (eps_only - eps_o).abs().mean()
+
+
+def train_phase_b(
+    model: PixelDenoiser,
+    scheduler: DDPMScheduler,
+    windows: DefectWindows,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    tau: float,
+    unfreeze_base: bool,
+    seed: int,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> tuple[float, float]:
+    """Fine-tune in place; returns (final loss, seconds)."""
+    for p in model.unet.parameters():
+        p.requires_grad_(unfreeze_base)
+    model.unet.class_embedding.weight.requires_grad_(True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    model.train()
+    model.unet.train(unfreeze_base)
+    began, loss_value = time.perf_counter(), float("nan")
+    for step in tqdm(range(steps), desc="finetune (phase B)", unit="step"):
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + 500_000 + step)
+        idx = torch.randint(0, len(windows.images), (batch_size,), generator=gen)
+        flip = torch.rand(1, generator=gen).item() < 0.5
+        batch = DefectWindows(windows.images[idx], windows.masks[idx], windows.defect_ids[idx])
+        if flip:
+            batch = DefectWindows(batch.images.flip(-1), batch.masks.flip(-1), batch.defect_ids)
+        loss = phase_b_loss(model, scheduler, batch, tau, gen)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_value = loss.item()
+        if on_step is not None:
+            on_step(step + 1, {"phase_b_loss": loss_value})
+    model.eval()
+    return loss_value, time.perf_counter() - began

@@ -1,0 +1,137 @@
+"""PANDA's phased, mask-aligned, dual-branch sampler (method.md section 3), batched.
+
+Per step t (high to low), with b = q(z_bg, t_prev) and m = q(0, t_prev):
+- anomaly-only step (t inside a window of `only_windows`, fractions of T):
+  eps = G_O(U(y)); y = post(y, M * x0_hat(y, eps)); x = M y + (1 - M) b; y = M y + (1 - M) m
+- anomaly-aware step: eps = G_A(U(x), M_cur); x0 = M_cur x0_hat(x, eps) + (1 - M_cur) z_bg;
+  x = post(x, x0); y = M x + (1 - M) m; x = M_cur x + (1 - M_cur) b
+- then M_cur = M + a (1 - M) with a shrinking linearly from 1 to 0 over the first `pma_steps` steps
+  (*ours*: PMA counted in sampling steps; `pma_steps: 0` = hard mask from the start).
+`post` is the diffusers scheduler's own step (DDIM or DDPM, strided to `steps`), fed with the noise
+that corresponds to the modified x0, so the posterior maths stays diffusers'. One denoiser call per
+step: `steps` calls per image, whatever the branch.
+With `inject_background: false` (ablation) the background enters neither x0 nor the per-step paste;
+the window is generated freely and only the final result is pasted under the mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler
+
+from panda.diffusion.denoiser import Denoiser
+from panda.errors import PandaError
+
+
+@dataclass
+class SamplerConfig:
+    steps: int = 20
+    sampler: str = "ddim"
+    pma_steps: int = 16
+    only_windows: list[list[float]] = field(default_factory=lambda: [[0.7, 0.8], [0.3, 0.4]])
+    inject_background: bool = True
+
+    def validate(self) -> None:
+        if self.sampler not in ("ddim", "ddpm"):
+            raise PandaError(f"synth.sampler = '{self.sampler}': use 'ddim' or 'ddpm'")
+        if self.steps < 1 or not 0 <= self.pma_steps < self.steps:
+            raise PandaError(
+                "synth.pma_steps must lie in [0, synth.steps - 1]: the mask must be hard at the last step"
+            )
+        for w in self.only_windows:
+            if len(w) != 2 or not 0 <= w[0] <= w[1] <= 1:
+                raise PandaError(
+                    f"synth.only_windows entry {w}: use [low, high] fractions of T, 0 <= low <= high <= 1"
+                )
+
+
+def make_scheduler(scheduler_dir: Path, sampler: str, steps: int) -> DDIMScheduler | DDPMScheduler:
+    """The training noise schedule saved by finetune, as a DDIM or DDPM sampler strided to `steps`."""
+    cls = DDIMScheduler if sampler == "ddim" else DDPMScheduler
+    scheduler = cls.from_pretrained(scheduler_dir)
+    scheduler.set_timesteps(steps)
+    return scheduler
+
+
+def pma_schedule(steps: int, pma_steps: int) -> list[float]:
+    """a after each sampling step: 1 -> 0 linearly over `pma_steps` steps, then 0 (hard mask)."""
+    return [max(0.0, 1.0 - (i + 1) / pma_steps) if pma_steps else 0.0 for i in range(steps)]
+
+
+def in_only_window(t: int, num_train_timesteps: int, windows: list[list[float]]) -> bool:
+    return any(lo * num_train_timesteps <= t <= hi * num_train_timesteps for lo, hi in windows)
+
+
+@torch.no_grad()
+def phased_sample(
+    denoiser: Denoiser,
+    scheduler: DDIMScheduler | DDPMScheduler,
+    background: torch.Tensor,
+    mask: torch.Tensor,
+    defect: torch.Tensor,
+    config: SamplerConfig,
+    generator: torch.Generator,
+    trace: list[dict] | None = None,
+) -> torch.Tensor:
+    """Generate defects inside `mask` (B,1,H,W in [0,1]) on `background` (B,C,H,W in [-1,1])."""
+    z_bg = denoiser.encode(background)
+    acp = scheduler.alphas_cumprod
+    big_t = scheduler.config.num_train_timesteps
+    timesteps = [int(t) for t in scheduler.timesteps]
+    a_after = pma_schedule(len(timesteps), config.pma_steps)
+
+    def abar(t: int) -> torch.Tensor:
+        return acp[t] if t >= 0 else torch.tensor(1.0)
+
+    def noise() -> torch.Tensor:
+        return torch.randn(z_bg.shape, generator=generator)
+
+    def post(x: torch.Tensor, x0: torch.Tensor, t: int) -> torch.Tensor:
+        eps_equiv = (x - abar(t).sqrt() * x0) / (1 - abar(t)).sqrt()
+        return scheduler.step(eps_equiv, t, x, generator=generator).prev_sample
+
+    def x0_hat(x: torch.Tensor, eps: torch.Tensor, t: int) -> torch.Tensor:
+        return (x - (1 - abar(t)).sqrt() * eps) / abar(t).sqrt()
+
+    inject = config.inject_background
+    x = noise()
+    y = x.clone()
+    m_cur = torch.ones_like(mask) if config.pma_steps and inject else mask.clone()
+    for i, t in enumerate(timesteps):
+        t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+        b = abar(t_prev).sqrt() * z_bg + (1 - abar(t_prev)).sqrt() * noise()
+        m = (1 - abar(t_prev)).sqrt() * noise()
+        t_batch = torch.full((len(x),), t, dtype=torch.long)
+        only = in_only_window(t, big_t, config.only_windows)
+        if only:
+            eps = denoiser.only(y, t_batch, defect, mask)
+            y = post(y, mask * x0_hat(y, eps, t), t)
+            x = mask * y + (1 - mask) * b if inject else mask * y + (1 - mask) * x
+            y = mask * y + (1 - mask) * m
+        else:
+            eps = denoiser.aware(x, t_batch, defect, m_cur)
+            x0 = x0_hat(x, eps, t)
+            if inject:
+                x0 = m_cur * x0 + (1 - m_cur) * z_bg
+            x = post(x, x0, t)
+            y = mask * x + (1 - mask) * m
+            if inject:
+                x = m_cur * x + (1 - m_cur) * b
+        if inject:
+            m_cur = mask + a_after[i] * (1 - mask)
+        if trace is not None:
+            trace.append(
+                {
+                    "t": t,
+                    "branch": "only" if only else "aware",
+                    "a": a_after[i] if inject else 0.0,
+                    "mask": m_cur.clone(),
+                }
+            )
+    out = denoiser.decode(x)
+    if not inject:
+        out = mask * out + (1 - mask) * background
+    return out

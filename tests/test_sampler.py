@@ -1,0 +1,130 @@
+"""The phased dual-branch sampler pinned with a stub denoiser (no training needed)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler
+
+from panda.diffusion.sampler import SamplerConfig, in_only_window, phased_sample, pma_schedule
+
+
+class StubDenoiser:
+    """Predicts a fixed pseudo-random noise; records every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict] = []
+
+    def _eps(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return torch.sin(x * 3 + t.view(-1, 1, 1, 1).float() / 100)
+
+    def aware(self, x, t, defect, mask):
+        self.calls.append({"branch": "aware", "t": int(t[0]), "n": len(x), "mask": mask.clone()})
+        return self._eps(x, t)
+
+    def only(self, y, t, defect, mask):
+        self.calls.append({"branch": "only", "t": int(t[0]), "n": len(y), "mask": mask.clone()})
+        return self._eps(y, t)
+
+    def encode(self, images):
+        return images
+
+    def decode(self, z):
+        return z
+
+
+def _scheduler(kind: str, steps: int):
+    cls = DDIMScheduler if kind == "ddim" else DDPMScheduler
+    s = cls(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="linear")
+    s.set_timesteps(steps)
+    return s
+
+
+def _inputs(n: int = 3, size: int = 16):
+    g = torch.Generator().manual_seed(0)
+    background = torch.rand(n, 3, size, size, generator=g) * 2 - 1
+    mask = torch.zeros(n, 1, size, size)
+    mask[:, :, 4:10, 5:12] = 1
+    return background, mask, torch.ones(n, dtype=torch.long)
+
+
+@pytest.mark.parametrize("kind", ["ddim", "ddpm"])
+@pytest.mark.parametrize("pma_steps", [0, 16])
+def test_outside_mask_equals_background(kind, pma_steps):
+    background, mask, defect = _inputs()
+    cfg = SamplerConfig(steps=20, sampler=kind, pma_steps=pma_steps)
+    out = phased_sample(
+        StubDenoiser(), _scheduler(kind, 20), background, mask, defect, cfg, torch.Generator().manual_seed(1)
+    )
+    outside = mask.expand_as(out) == 0
+    assert torch.allclose(out[outside], background[outside], atol=1e-5)
+    assert not torch.allclose(out[~outside], background[~outside], atol=1e-2)
+
+
+def test_pma_mask_follows_schedule_step_by_step():
+    background, mask, defect = _inputs()
+    cfg = SamplerConfig(steps=20, pma_steps=16, only_windows=[])
+    stub, trace = StubDenoiser(), []
+    phased_sample(
+        stub, _scheduler("ddim", 20), background, mask, defect, cfg, torch.Generator().manual_seed(1), trace
+    )
+    a = pma_schedule(20, 16)
+    assert a[0] == pytest.approx(15 / 16) and a[15] == 0 and a[-1] == 0
+    assert torch.equal(stub.calls[0]["mask"], torch.ones_like(mask))  # first step: the whole window is free
+    for i, step in enumerate(trace):
+        expected = mask + a[i] * (1 - mask)
+        assert torch.allclose(step["mask"], expected)
+        if i + 1 < len(stub.calls):
+            assert torch.allclose(stub.calls[i + 1]["mask"], expected)  # next step conditions on it
+
+
+def test_hard_mask_without_pma():
+    background, mask, defect = _inputs()
+    stub = StubDenoiser()
+    cfg = SamplerConfig(steps=10, pma_steps=0, only_windows=[])
+    phased_sample(
+        stub, _scheduler("ddim", 10), background, mask, defect, cfg, torch.Generator().manual_seed(1)
+    )
+    assert all(torch.equal(c["mask"], mask) for c in stub.calls)
+
+
+@pytest.mark.parametrize(
+    ("windows", "expected"), [([[0.7, 0.8], [0.3, 0.4]], [800, 750, 700, 400, 350, 300]), ([], [])]
+)
+def test_only_branch_steps_are_exactly_the_windows(windows, expected):
+    background, mask, defect = _inputs()
+    stub = StubDenoiser()
+    cfg = SamplerConfig(steps=20, pma_steps=16, only_windows=windows)
+    sched = _scheduler("ddim", 20)
+    phased_sample(stub, sched, background, mask, defect, cfg, torch.Generator().manual_seed(1))
+    only = [c["t"] for c in stub.calls if c["branch"] == "only"]
+    assert only == expected
+    assert only == [int(t) for t in sched.timesteps if in_only_window(int(t), 1000, windows)]
+    assert all(torch.equal(c["mask"], mask) for c in stub.calls if c["branch"] == "only")
+
+
+@pytest.mark.parametrize("steps", [5, 20])
+def test_one_denoiser_call_per_step_per_image(steps):
+    background, mask, defect = _inputs(n=4)
+    stub = StubDenoiser()
+    cfg = SamplerConfig(steps=steps, pma_steps=steps - 1)
+    phased_sample(
+        stub, _scheduler("ddim", steps), background, mask, defect, cfg, torch.Generator().manual_seed(1)
+    )
+    assert len(stub.calls) == steps and all(c["n"] == 4 for c in stub.calls)
+
+
+def test_without_background_injection_only_the_final_paste_aligns():
+    background, mask, defect = _inputs()
+    cfg = SamplerConfig(steps=10, pma_steps=0, inject_background=False)
+    out = phased_sample(
+        StubDenoiser(),
+        _scheduler("ddim", 10),
+        background,
+        mask,
+        defect,
+        cfg,
+        torch.Generator().manual_seed(1),
+    )
+    outside = mask.expand_as(out) == 0
+    assert torch.equal(out[outside], background[outside])
