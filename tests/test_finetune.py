@@ -1,0 +1,66 @@
+"""Diffusion fine-tuning: phase-A cache reuse, PMA training mask, defect windows, adapter identity."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from panda.diffusion.mga import MaskGuidanceAdapter
+from panda.diffusion.phase_b import crop_box, defect_windows, pma_mask
+from panda.diffusion.pixel import FinetuneParams, train_phase_a
+
+PARAMS = FinetuneParams(
+    steps=3,
+    window=16,
+    block_channels=[8, 16],
+    batch_size=2,
+    train_timesteps=50,
+    checkpoint_every=2,
+    phase_b_steps=1,
+    mga_channels=[8],
+)
+
+
+def test_phase_a_is_reused_when_only_phase_b_params_change(tmp_path):
+    images = torch.rand(4, 3, 24, 24) * 2 - 1
+    first = train_phase_a(images, PARAMS, num_classes=3, checkpoint_root=tmp_path)
+    assert first.resumed_from == 0 and first.steps_done == 3
+    changed_b = dataclasses.replace(PARAMS, phase_b_steps=50, mga_channels=[4, 4], pma_tau=0.3)
+    again = train_phase_a(images, changed_b, num_classes=3, checkpoint_root=tmp_path)
+    assert again.resumed_from == 3
+    for a, b in zip(first.unet.parameters(), again.unet.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert train_phase_a(images, dataclasses.replace(PARAMS, lr=0.01), 3, tmp_path).resumed_from == 0
+
+
+def test_pma_training_mask_is_hard_below_tau_and_open_at_t_max():
+    mask = torch.zeros(3, 1, 4, 4)
+    mask[:, :, 1:3, 1:3] = 1
+    m = pma_mask(mask, torch.tensor([0, 200, 999]), 1000, 0.2)
+    assert torch.equal(m[0], mask[0]) and torch.equal(m[1], mask[1])
+    assert m[2].min() > 0.99
+
+
+def test_defect_window_follows_defect_size():
+    mask = np.zeros((100, 100), bool)
+    mask[10:60, 20:30] = True  # 50 px tall: window grows to 1.25 x 50
+    top, left, side = crop_box(mask, 32)
+    assert side == 63 and top <= 10 and top + side >= 60 and left <= 20 and left + side >= 30
+    small = np.zeros((100, 100), bool)
+    small[98:100, 0:2] = True  # in a corner: the window stays inside the image
+    top, left, side = crop_box(small, 32)
+    assert side == 32 and top == 68 and left == 0
+    windows = defect_windows([(np.zeros((100, 100, 3), np.uint8), mask, 2)], 32)
+    assert (
+        windows.images.shape == (1, 3, 32, 32)
+        and windows.masks.sum() > 0
+        and windows.defect_ids.tolist() == [2]
+    )
+
+
+def test_fresh_adapter_passes_the_prediction_through():
+    adapter = MaskGuidanceAdapter(3, [8, 8])
+    eps = torch.randn(2, 3, 8, 8)
+    assert torch.equal(adapter(eps, torch.ones(2, 1, 8, 8)), eps)
