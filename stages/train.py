@@ -60,7 +60,6 @@ def train(params_path: Path, steps: int | None, category: str | None, out_path: 
             "seconds_per_step": round(result.seconds / max(1, result.steps_done - result.resumed_from), 4),
             "n_parameters": result.n_parameters,
         }
-        write_json(summary, out_path.parent / "summary.json")
         write_json(summary, REPORTS_DIR / "train_metrics.json")
         mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
     click.echo(
