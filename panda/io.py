@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -37,6 +38,15 @@ def save_png(array: np.ndarray, path: str | Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     Image.fromarray(array).save(tmp, format="PNG")
     os.replace(tmp, path)
+
+
+def job_key(config: dict[str, Any], *tensors: Any) -> str:
+    """Identify a training job by its settings and exact input data, for safe checkpoint reuse."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    for t in tensors:
+        digest.update(str(tuple(t.shape)).encode())
+        digest.update(t.numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def write_json(obj: Any, path: str | Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import shutil
 import tarfile
 import zipfile
 from pathlib import Path
@@ -166,4 +165,3 @@ def test_local_folder_and_archive_sources(tmp_path):
         fetch_dataset("mvtec", tmp_path / "raw3", source=str(src))
     with pytest.raises(PandaError, match="no such file"):
         fetch_dataset("mtd", tmp_path / "raw4", source=str(tmp_path / "missing"))
-    shutil.rmtree(tmp_path / "raw")

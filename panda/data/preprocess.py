@@ -90,6 +90,8 @@ def _process_one(row: pd.Series, out: Path, size: int) -> dict:
         "mask_path": "",
         "mask_area": 0.0,
         "nonbinary": False,
+        "empty_mask": False,
+        "image_path": str(rel_dir / f"{stem}.png"),
     }
     if row["mask"]:
         mask = read_image(row["mask"], "L")
@@ -101,13 +103,13 @@ def _process_one(row: pd.Series, out: Path, size: int) -> dict:
         info["nonbinary"] = bool(np.any((mask > 0) & (mask < 255)))
         mask = np.where(mask >= 128, 255, 0).astype(np.uint8)
         small = _resize_mask(mask, size)
+        if not mask.any():  # labelled defective but nothing marked: left out, nothing written
+            info["empty_mask"] = True
+            return info
         info["mask_area"] = float((small > 0).mean())
         info["mask_path"] = str(rel_dir / f"{stem}_mask.png")
-        info["empty_mask"] = not mask.any()
-        if not info["empty_mask"]:
-            save_png(small, out / info["mask_path"])
+        save_png(small, out / info["mask_path"])
     resized = np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
-    info["image_path"] = str(rel_dir / f"{stem}.png")
     save_png(resized, out / info["image_path"])
     return info
 
@@ -139,7 +141,7 @@ def preprocess(dataset: str, raw_dir: Path, out_dir: Path, params: PreprocessPar
             warnings.warn(
                 f"{n_nonbinary} masks were not binary (anti-aliased edges); binarised at >= 128", stacklevel=2
             )
-        empty = info.get("empty_mask", pd.Series(False, index=info.index)).fillna(False).astype(bool)
+        empty = info["empty_mask"].astype(bool)
         if empty.any():
             names = ", ".join(Path(p).name for p in records.loc[empty, "image"].head(6))
             warnings.warn(

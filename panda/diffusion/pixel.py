@@ -9,7 +9,6 @@ cost follow the window size, not the image size.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from diffusers import DDPMScheduler, UNet2DModel
 from tqdm.auto import tqdm
 
 from panda.errors import PandaError
+from panda.io import job_key
 
 
 @dataclass
@@ -118,15 +118,6 @@ class PhaseAResult:
     n_parameters: int
 
 
-def _job_key(params: FinetuneParams, images: torch.Tensor, num_classes: int) -> str:
-    """Phase-A identity: its own params and data only, so phase-B changes reuse the cached result."""
-    fields = {k: v for k, v in asdict(params).items() if k in PHASE_A_FIELDS}
-    digest = hashlib.sha256(json.dumps({**fields, "classes": num_classes}, sort_keys=True).encode())
-    digest.update(str(tuple(images.shape)).encode())
-    digest.update(images.numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 def train_phase_a(
     images: torch.Tensor,
     params: FinetuneParams,
@@ -146,7 +137,9 @@ def train_phase_a(
     scheduler = build_scheduler(params)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=params.lr, weight_decay=1e-4)
     unet, optimizer = accelerator.prepare(unet, optimizer)
-    key = _job_key(params, images, num_classes)
+    # phase-A identity: its own params and data only, so phase-B changes reuse the cached result
+    fields = {k: v for k, v in asdict(params).items() if k in PHASE_A_FIELDS}
+    key = job_key({**fields, "classes": num_classes}, images)
     checkpoint_dir = checkpoint_root / key if checkpoint_root is not None else None
     start = 0
     state_file = checkpoint_dir / "panda_state.json" if checkpoint_dir else None

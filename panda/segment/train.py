@@ -6,8 +6,6 @@ produces the same weights as one that was never interrupted.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import time
@@ -20,6 +18,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from panda.errors import PandaError
+from panda.io import job_key
 from panda.segment.data import normalize
 from panda.segment.unet import SegUNet, count_parameters
 
@@ -127,15 +126,6 @@ def lr_at(step: int, params: TrainParams) -> float:
     return params.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def fingerprint(params: TrainParams, *tensors: torch.Tensor) -> str:
-    """Identify a training job so a checkpoint is only resumed into the same job."""
-    digest = hashlib.sha256(json.dumps(asdict(params), sort_keys=True).encode())
-    for t in tensors:
-        digest.update(str(tuple(t.shape)).encode())
-        digest.update(t.numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 def _save_checkpoint(path: Path, model, optimizer, step: int, key: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -189,7 +179,7 @@ def train_segmenter(
         in_channels=x_norm.shape[1] if len(x_norm) else x_syn.shape[1], base_channels=params.base_channels
     )
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=1e-4)
-    key = fingerprint(params, x_norm, x_syn)
+    key = job_key(asdict(params), x_norm, x_syn)
     start = 0
     if checkpoint is not None and checkpoint.is_file():
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
