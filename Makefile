@@ -19,8 +19,8 @@ pipeline: $(STAMP)
 
 ## Run the test suite (and lint).
 test: $(STAMP)
-	$(BIN)/ruff check panda stages tests
+	$(BIN)/ruff check panda stages tests benchmarks
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check panda stages tests
+	$(BIN)/ruff check panda stages tests benchmarks

@@ -26,14 +26,16 @@ def overlay(image: np.ndarray, mask: np.ndarray, colour=(255, 40, 40), alpha: fl
 
 
 def grid(rows: Sequence[Sequence[np.ndarray]], path: Path, titles: Sequence[str] = (), pad: int = 2) -> Path:
-    """Save tiles (uint8 or [0, 1] float, gray or RGB, same size) as one PNG; optional column titles."""
-    tiles = [[to_rgb(t) for t in row] for row in rows]
-    h, w = tiles[0][0].shape[:2]
+    """Save tiles (uint8 or [0, 1] float, gray or RGB, same size; None = blank) as one PNG."""
+    tiles = [[None if t is None else to_rgb(t) for t in row] for row in rows]
+    h, w = next(t for row in tiles for t in row if t is not None).shape[:2]
     head = 12 if titles else 0
     ncol = max(len(r) for r in tiles)
     canvas = np.full((head + len(tiles) * (h + pad) + pad, ncol * (w + pad) + pad, 3), 255, np.uint8)
     for r, row in enumerate(tiles):
         for c, tile in enumerate(row):
+            if tile is None:
+                continue
             y, x = head + pad + r * (h + pad), pad + c * (w + pad)
             canvas[y : y + h, x : x + w] = tile[:h, :w]
     img = Image.fromarray(canvas)

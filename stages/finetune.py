@@ -65,7 +65,7 @@ def finetune(
             for _, r in gen.iterrows()
         ]
         windows = defect_windows(examples, ft.window)
-        loss_b, seconds_b = train_phase_b(
+        phase_b = train_phase_b(
             model,
             phase_a.scheduler,
             windows,
@@ -76,6 +76,8 @@ def finetune(
             ft.unfreeze_base,
             ft.seed,
             on_step=log,
+            checkpoint=CHECKPOINT_DIR / "finetune" / "phase_b" / data.category / "ckpt.pt",
+            checkpoint_every=ft.checkpoint_every,
         )
         with atomic_dir(out_dir) as tmp:
             model.save(tmp)  # weights only: the output stays byte-identical across reruns
@@ -85,8 +87,9 @@ def finetune(
             "phase_a_resumed_from": phase_a.resumed_from,
             "phase_a_loss": phase_a.final_loss,
             "phase_a_seconds": round(phase_a.seconds, 2),
-            "phase_b_loss": loss_b,
-            "phase_b_seconds": round(seconds_b, 2),
+            "phase_b_resumed_from": phase_b.resumed_from,
+            "phase_b_loss": phase_b.final_loss,
+            "phase_b_seconds": round(phase_b.seconds, 2),
             "n_parameters": sum(p.numel() for p in model.parameters()),
             "n_defect_windows": len(windows.images),
         }
@@ -95,6 +98,6 @@ def finetune(
     click.echo(
         f"denoiser: {summary['n_parameters'] / 1e6:.2f}M params; phase A {phase_a.steps_done} steps "
         f"(resumed at {phase_a.resumed_from}) in {phase_a.seconds:.1f}s, loss {phase_a.final_loss:.4f}; "
-        f"phase B {ft.phase_b_steps} steps on {len(windows.images)} defect windows in {seconds_b:.1f}s, "
-        f"loss {loss_b:.4f} -> {out_dir}"
+        f"phase B {ft.phase_b_steps} steps (resumed at {phase_b.resumed_from}) on {len(windows.images)} "
+        f"defect windows in {phase_b.seconds:.1f}s, loss {phase_b.final_loss:.4f} -> {out_dir}"
     )

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+import pandas as pd
 
-from panda.data.preprocess import load_manifest
+from panda.data.preprocess import category_rows, load_manifest
 from panda.figures import grid, overlay
 from panda.io import read_image, write_json
 from panda.params import section
@@ -25,15 +26,23 @@ from stages.common import (
 )
 
 
-def _grid(frame, root: Path, path: Path, per_type: int = 4) -> Path:
+def _pair(root: Path, row) -> list:
+    img = read_image(root / row["image_path"], "RGB")
+    return [img, overlay(img, read_image(root / row["mask_path"], "L"))]
+
+
+def _grid(real: pd.DataFrame, synthetic: pd.DataFrame, synthetic_dir: Path, path: Path) -> Path:
+    """One row per defect type: two real gen_train defects, then four synthesized ones (image | mask)."""
     rows = []
-    for _, sub in frame.groupby("defect_type", sort=True):
+    for defect, sub in synthetic.groupby("defect_type", sort=True):
         row = []
-        for _, r in sub.head(per_type).iterrows():
-            img = read_image(root / r["image_path"], "RGB")
-            row += [img, overlay(img, read_image(root / r["mask_path"], "L"))]
+        for _, r in real[real["defect_type"] == defect].head(2).iterrows():
+            row += _pair(PROCESSED_DIR, r)
+        row += [None] * (4 - len(row))
+        for _, r in sub.head(4).iterrows():
+            row += _pair(synthetic_dir, r)
         rows.append(row)
-    return grid(rows, path)
+    return grid(rows, path, titles=["real"] + [""] * 3 + ["synthetic"])
 
 
 @click.command("synthesize")
@@ -51,7 +60,8 @@ def synthesize_cmd(
     synth = section(params, "synth", SynthParams, str(params_path), method=method, n_per_defect=n_per_defect)
     manifest = load_manifest(PROCESSED_DIR)
     frame, sec_per_image = synthesize(manifest, PROCESSED_DIR, out_dir, data.category, synth, DIFFUSION_DIR)
-    figure = _grid(frame, out_dir, FIGURES_DIR / "synthetic_samples.png")
+    real = category_rows(manifest, data.category).query("split == 'gen_train'")
+    figure = _grid(real, frame, out_dir, FIGURES_DIR / "synthetic_samples.png")
     write_json(
         {"method": synth.method, "n_images": len(frame), "seconds_per_image": round(sec_per_image, 5)},
         REPORTS_DIR / "synth_metrics.json",

@@ -7,9 +7,10 @@ import dataclasses
 import numpy as np
 import torch
 
+from panda.diffusion.denoiser import PixelDenoiser
 from panda.diffusion.mga import MaskGuidanceAdapter
-from panda.diffusion.phase_b import crop_box, defect_windows, pma_mask
-from panda.diffusion.pixel import FinetuneParams, train_phase_a
+from panda.diffusion.phase_b import crop_box, defect_windows, pma_mask, train_phase_b
+from panda.diffusion.pixel import FinetuneParams, build_scheduler, build_unet, train_phase_a
 
 PARAMS = FinetuneParams(
     steps=3,
@@ -64,3 +65,37 @@ def test_fresh_adapter_passes_the_prediction_through():
     adapter = MaskGuidanceAdapter(3, [8, 8])
     eps = torch.randn(2, 3, 8, 8)
     assert torch.equal(adapter(eps, torch.ones(2, 1, 8, 8)), eps)
+
+
+def _phase_b_job(tmp_path, stop_after=None):
+    torch.manual_seed(0)
+    unet = build_unet(PARAMS, 3, num_classes=3)
+    model = PixelDenoiser(unet, ["crack", "hole"], [8])
+    mask = np.zeros((24, 24), bool)
+    mask[5:12, 6:10] = True
+    rng = np.random.default_rng(0)
+    examples = [(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8), mask, 1 + i % 2) for i in range(4)]
+    result = train_phase_b(
+        model,
+        build_scheduler(PARAMS),
+        defect_windows(examples, 16),
+        steps=4,
+        batch_size=2,
+        lr=1e-2,
+        tau=0.2,
+        unfreeze_base=False,
+        seed=0,
+        checkpoint=tmp_path / "ckpt.pt",
+        checkpoint_every=1,
+        stop_after=stop_after,
+    )
+    return model, result
+
+
+def test_phase_b_resumes_to_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    whole, _ = _phase_b_job(tmp_path / "whole")
+    _, first = _phase_b_job(tmp_path / "split", stop_after=2)
+    resumed, second = _phase_b_job(tmp_path / "split")
+    assert (first.steps_done, second.resumed_from, second.steps_done) == (2, 2, 4)
+    for a, b in zip(whole.state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
-from panda.diffusion.sampler import SamplerConfig, in_only_window, phased_sample, pma_schedule
+from panda.diffusion.sampler import SamplerConfig, in_only_window, phased_sample, plain_inpaint, pma_schedule
 
 
 class StubDenoiser:
@@ -128,3 +128,14 @@ def test_without_background_injection_only_the_final_paste_aligns():
     )
     outside = mask.expand_as(out) == 0
     assert torch.equal(out[outside], background[outside])
+
+
+def test_plain_inpaint_reference_keeps_the_background_and_calls_once_per_step():
+    background, mask, defect = _inputs()
+    stub = StubDenoiser()
+    out = plain_inpaint(
+        stub, _scheduler("ddim", 12), background, mask, defect, torch.Generator().manual_seed(0)
+    )
+    outside = mask.expand_as(out) == 0
+    assert torch.allclose(out[outside], background[outside], atol=1e-5)
+    assert len(stub.calls) == 12 and all(c["n"] == len(background) for c in stub.calls)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from panda.diffusion.denoiser import PixelDenoiser
+from panda.io import job_key, save_checkpoint
 
 
 @dataclass
@@ -83,6 +85,14 @@ def phase_b_loss(
     return 4 * (m_t * (eps - eps_a)).abs().mean() + (eps_only - eps_o).abs().mean()
 
 
+@dataclass
+class PhaseBResult:
+    final_loss: float
+    seconds: float
+    steps_done: int
+    resumed_from: int
+
+
 def train_phase_b(
     model: PixelDenoiser,
     scheduler: DDPMScheduler,
@@ -94,17 +104,42 @@ def train_phase_b(
     unfreeze_base: bool,
     seed: int,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
-) -> tuple[float, float]:
-    """Fine-tune in place; returns (final loss, seconds)."""
+    checkpoint: Path | None = None,
+    checkpoint_every: int = 50,
+    stop_after: int | None = None,
+) -> PhaseBResult:
+    """Fine-tune in place, resuming from `checkpoint` when it belongs to this same job.
+
+    The job is identified by the settings, the starting weights (phase A) and the defect windows; each
+    step draws its batch from a generator seeded by (seed, step), so a resumed run ends with the same
+    weights as an uninterrupted one. `stop_after` ends early (used to test interruption + resume).
+    """
     for p in model.unet.parameters():
         p.requires_grad_(unfreeze_base)
     model.unet.class_embedding.weight.requires_grad_(True)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    settings = {"steps": steps, "batch_size": batch_size, "lr": lr, "tau": tau, "seed": seed}
+    key = job_key(
+        {**settings, "unfreeze_base": unfreeze_base},
+        *[v.detach() for v in model.state_dict().values()],
+        windows.images,
+        windows.masks,
+        windows.defect_ids,
+    )
+    start = 0
+    if checkpoint is not None and checkpoint.is_file():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        if state.get("key") == key:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            start = int(state["step"])
     model.train()
     model.unet.train(unfreeze_base)
     began, loss_value = time.perf_counter(), float("nan")
-    for step in tqdm(range(steps), desc="finetune (phase B)", unit="step"):
+    end = steps if stop_after is None else min(steps, start + stop_after)
+    bar = tqdm(range(start, end), desc="finetune (phase B)", unit="step", initial=start, total=steps)
+    for step in bar:
         gen = torch.Generator().manual_seed(seed * 1_000_003 + 500_000 + step)
         idx = torch.randint(0, len(windows.images), (batch_size,), generator=gen)
         flip = torch.rand(1, generator=gen).item() < 0.5
@@ -116,7 +151,17 @@ def train_phase_b(
         loss.backward()
         optimizer.step()
         loss_value = loss.item()
+        bar.set_postfix(loss=f"{loss_value:.4f}")
+        done = step + 1
+        if checkpoint is not None and (done % checkpoint_every == 0 or done == end):
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "step": done,
+                "key": key,
+            }
+            save_checkpoint(checkpoint, state)
         if on_step is not None:
-            on_step(step + 1, {"phase_b_loss": loss_value})
+            on_step(done, {"phase_b_loss": loss_value})
     model.eval()
-    return loss_value, time.perf_counter() - began
+    return PhaseBResult(loss_value, time.perf_counter() - began, end, start)

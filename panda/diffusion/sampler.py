@@ -135,3 +135,28 @@ def phased_sample(
     if not inject:
         out = mask * out + (1 - mask) * background
     return out
+
+
+@torch.no_grad()
+def plain_inpaint(
+    denoiser: Denoiser,
+    scheduler: DDIMScheduler | DDPMScheduler,
+    background: torch.Tensor,
+    mask: torch.Tensor,
+    defect: torch.Tensor,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """The reference PANDA is timed against: one masked scheduler step per timestep, noised background
+    pasted outside the hard mask (RePaint without resampling), same denoiser, steps and scheduler."""
+    z_bg = denoiser.encode(background)
+    acp = scheduler.alphas_cumprod
+    timesteps = [int(t) for t in scheduler.timesteps]
+    x = torch.randn(z_bg.shape, generator=generator)
+    for i, t in enumerate(timesteps):
+        t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+        abar = acp[t_prev] if t_prev >= 0 else torch.tensor(1.0)
+        eps = denoiser.aware(x, torch.full((len(x),), t, dtype=torch.long), defect, mask)
+        x = scheduler.step(eps, t, x, generator=generator).prev_sample
+        known = abar.sqrt() * z_bg + (1 - abar).sqrt() * torch.randn(z_bg.shape, generator=generator)
+        x = mask * x + (1 - mask) * known
+    return denoiser.decode(x)

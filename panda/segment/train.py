@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from panda.errors import PandaError
-from panda.io import job_key
+from panda.io import job_key, save_checkpoint
 from panda.segment.data import normalize
 from panda.segment.unet import SegUNet, count_parameters
 
@@ -126,15 +126,6 @@ def lr_at(step: int, params: TrainParams) -> float:
     return params.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def _save_checkpoint(path: Path, model, optimizer, step: int, key: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(
-        {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "key": key}, tmp
-    )
-    os.replace(tmp, path)
-
-
 @torch.no_grad()
 def _validate(model: SegUNet, x: torch.Tensor, y: torch.Tensor, batch: int = 32) -> tuple[float, float]:
     if not len(x):
@@ -193,6 +184,12 @@ def train_segmenter(
     loss_value = float("nan")
     end = params.steps if stop_after is None else min(params.steps, start + stop_after)
     bar = tqdm(range(start, end), desc="train", unit="step", initial=start, total=params.steps)
+    done = start
+
+    def save() -> None:
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": done, "key": key}
+        save_checkpoint(checkpoint, state)
+
     for step in bar:
         i_norm, i_syn, gen = _batch(step, params, len(x_norm), len(x_syn))
         xb = torch.cat([x_norm[i_norm], x_syn[i_syn]]) if len(x_syn) else x_norm[i_norm]
@@ -211,13 +208,13 @@ def train_segmenter(
         metrics = {"train_loss": loss_value, "lr": lr}
         done = step + 1
         if checkpoint is not None and (done % params.checkpoint_every == 0 or done == params.steps):
-            _save_checkpoint(checkpoint, model, optimizer, done, key)
+            save()
             metrics["val_loss"], metrics["val_dice"] = _validate(model, x_val, y_val)
         if on_step is not None:
             on_step(done, metrics)
         if params.max_minutes and time.perf_counter() - began > 60 * params.max_minutes:
             if checkpoint is not None:
-                _save_checkpoint(checkpoint, model, optimizer, done, key)
+                save()
             end = done
             break
     val_loss, val_dice = _validate(model, x_val, y_val)

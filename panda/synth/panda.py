@@ -27,13 +27,14 @@ class PandaSynthesizer:
         self.config = config
         self.generator = torch.Generator().manual_seed(seed)
 
-    def batch(self, images: list[np.ndarray], masks: list[np.ndarray], defect_type: str) -> list[np.ndarray]:
-        """Generate one defect per (normal image, target mask); returns the edited images."""
+    def prepare(
+        self, images: list[np.ndarray], masks: list[np.ndarray], defect_type: str
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The sampler's inputs: background windows in [-1, 1], target masks and defect ids."""
         w = self.window
-        boxes, bgs, ms = [], [], []
+        bgs, ms = [], []
         for image, mask in zip(images, masks, strict=True):
             top, left, side = crop_box(mask, w)
-            boxes.append((top, left, side))
             bgs.append(
                 np.asarray(
                     Image.fromarray(image[top : top + side, left : left + side]).resize((w, w), Image.BICUBIC)
@@ -44,6 +45,12 @@ class PandaSynthesizer:
         background = torch.from_numpy(np.stack(bgs)).permute(0, 3, 1, 2).float() / 127.5 - 1
         target = torch.from_numpy(np.stack(ms)).unsqueeze(1).float()
         defect = torch.full((len(images),), self.model.defect_id(defect_type), dtype=torch.long)
+        return background, target, defect
+
+    def batch(self, images: list[np.ndarray], masks: list[np.ndarray], defect_type: str) -> list[np.ndarray]:
+        """Generate one defect per (normal image, target mask); returns the edited images."""
+        background, target, defect = self.prepare(images, masks, defect_type)
+        boxes = [crop_box(mask, self.window) for mask in masks]
         out = phased_sample(
             self.model, self.scheduler, background, target, defect, self.config, self.generator
         )
