@@ -59,6 +59,16 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def load_checkpoint(path: Path | None, key: str) -> dict[str, Any] | None:
+    """The state saved by `save_checkpoint` if it belongs to the job `key`, else None (start afresh)."""
+    import torch
+
+    if path is None or not Path(path).is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state if state.get("key") == key else None
+
+
 def write_json(obj: Any, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ import click
 from panda.data.preprocess import category_rows, load_manifest, normal_train_rows
 from panda.diffusion.denoiser import PixelDenoiser
 from panda.diffusion.phase_b import defect_windows, train_phase_b
-from panda.diffusion.pixel import FinetuneParams, train_phase_a
+from panda.diffusion.pixel import FinetuneParams, as_model_channels, train_phase_a
 from panda.io import atomic_dir, read_image, write_json
 from panda.params import section
 from panda.segment.data import load_pairs
@@ -54,7 +54,8 @@ def finetune(
 
         # phase A is cached at the main repo root, keyed by its own params: shared by DVC experiments
         cache = project_root() / CHECKPOINT_DIR / "finetune" / "phase_a"
-        phase_a = train_phase_a(images * 2 - 1, ft, len(defect_types) + 1, cache, on_step=log)
+        images = as_model_channels(images * 2 - 1)
+        phase_a = train_phase_a(images, ft, len(defect_types) + 1, cache, on_step=log)
         model = PixelDenoiser(phase_a.unet, defect_types, ft.mga_channels)
         examples = [
             (
@@ -78,6 +79,7 @@ def finetune(
             on_step=log,
             checkpoint=CHECKPOINT_DIR / "finetune" / "phase_b" / data.category / "ckpt.pt",
             checkpoint_every=ft.checkpoint_every,
+            ema_decay=ft.ema_decay,
         )
         with atomic_dir(out_dir) as tmp:
             model.save(tmp)  # weights only: the output stays byte-identical across reruns
@@ -92,6 +94,7 @@ def finetune(
             "phase_b_seconds": round(phase_b.seconds, 2),
             "n_parameters": sum(p.numel() for p in model.parameters()),
             "n_defect_windows": len(windows.images),
+            "model_channels": int(images.shape[1]),
         }
         write_json(summary, REPORTS_DIR / "finetune_metrics.json")
         mlflow.log_metrics(summary)

@@ -6,11 +6,19 @@ import dataclasses
 
 import numpy as np
 import torch
+from diffusers import DDIMScheduler
 
 from panda.diffusion.denoiser import PixelDenoiser
 from panda.diffusion.mga import MaskGuidanceAdapter
 from panda.diffusion.phase_b import crop_box, defect_windows, pma_mask, train_phase_b
-from panda.diffusion.pixel import FinetuneParams, build_scheduler, build_unet, train_phase_a
+from panda.diffusion.pixel import (
+    FinetuneParams,
+    as_model_channels,
+    build_scheduler,
+    build_unet,
+    train_phase_a,
+)
+from panda.diffusion.sampler import SamplerConfig, phased_sample
 
 PARAMS = FinetuneParams(
     steps=3,
@@ -88,6 +96,7 @@ def _phase_b_job(tmp_path, stop_after=None):
         checkpoint=tmp_path / "ckpt.pt",
         checkpoint_every=1,
         stop_after=stop_after,
+        ema_decay=0.9,
     )
     return model, result
 
@@ -99,3 +108,27 @@ def test_phase_b_resumes_to_the_same_weights_as_an_uninterrupted_run(tmp_path):
     assert (first.steps_done, second.resumed_from, second.steps_done) == (2, 2, 4)
     for a, b in zip(whole.state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_gray_datasets_get_a_one_channel_denoiser_that_still_returns_rgb():
+    gray = torch.rand(2, 1, 16, 16).expand(-1, 3, -1, -1) * 2 - 1
+    assert as_model_channels(gray).shape[1] == 1
+    assert as_model_channels(torch.rand(2, 3, 16, 16)).shape[1] == 3
+    model = PixelDenoiser(build_unet(PARAMS, 1, num_classes=2), ["crack"], [8]).eval()
+    mask = torch.zeros(2, 1, 16, 16)
+    mask[:, :, 4:9, 4:9] = 1
+    scheduler = build_scheduler(PARAMS)
+    scheduler = DDIMScheduler.from_config(scheduler.config)
+    scheduler.set_timesteps(4)
+    out = phased_sample(
+        model,
+        scheduler,
+        gray,
+        mask,
+        torch.ones(2, dtype=torch.long),
+        SamplerConfig(steps=4, pma_steps=2),
+        torch.Generator().manual_seed(0),
+    )
+    assert out.shape == gray.shape
+    assert torch.allclose(out[mask.expand_as(out) == 0], gray[mask.expand_as(out) == 0], atol=1e-5)
+    assert torch.equal(out[:, 0], out[:, 2])

@@ -2,7 +2,7 @@
 
 The sampler only calls `Denoiser.aware(...)` and `Denoiser.only(...)`, so another backend (a latent
 diffusers LDM / Stable Diffusion on GPU) plugs in by implementing the same two methods plus
-`encode`/`decode` (identity in pixel space).
+`encode`/`decode` (pixel space: identity, or RGB <-> gray when the dataset is grayscale).
 """
 
 from __future__ import annotations
@@ -61,10 +61,12 @@ class PixelDenoiser(nn.Module):
         return self.adapter_only(self.base(y, t, defect), mask)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        return images
+        """RGB in [-1, 1] -> the model's space: the same pixels, or their gray level for a 1-channel model."""
+        channels = self.unet.config.in_channels
+        return images.mean(dim=1, keepdim=True) if channels == 1 and images.shape[1] != 1 else images
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return z
+        return z.expand(-1, 3, -1, -1) if z.shape[1] == 1 else z
 
     def defect_id(self, defect_type: str) -> int:
         return self.defect_types.index(defect_type) + 1

@@ -25,7 +25,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from panda.diffusion.denoiser import PixelDenoiser
-from panda.io import job_key, save_checkpoint
+from panda.diffusion.pixel import make_ema
+from panda.io import job_key, load_checkpoint, save_checkpoint
 
 
 @dataclass
@@ -107,6 +108,7 @@ def train_phase_b(
     checkpoint: Path | None = None,
     checkpoint_every: int = 50,
     stop_after: int | None = None,
+    ema_decay: float = 0.0,
 ) -> PhaseBResult:
     """Fine-tune in place, resuming from `checkpoint` when it belongs to this same job.
 
@@ -119,7 +121,16 @@ def train_phase_b(
     model.unet.class_embedding.weight.requires_grad_(True)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    settings = {"steps": steps, "batch_size": batch_size, "lr": lr, "tau": tau, "seed": seed}
+    ema = make_ema(params, ema_decay)
+    windows = DefectWindows(model.encode(windows.images), windows.masks, windows.defect_ids)
+    settings = {
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "tau": tau,
+        "seed": seed,
+        "ema": ema_decay,
+    }
     key = job_key(
         {**settings, "unfreeze_base": unfreeze_base},
         *[v.detach() for v in model.state_dict().values()],
@@ -128,12 +139,12 @@ def train_phase_b(
         windows.defect_ids,
     )
     start = 0
-    if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        if state.get("key") == key:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            start = int(state["step"])
+    if (state := load_checkpoint(checkpoint, key)) is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        start = int(state["step"])
     model.train()
     model.unet.train(unfreeze_base)
     began, loss_value = time.perf_counter(), float("nan")
@@ -150,18 +161,19 @@ def train_phase_b(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if ema is not None:
+            ema.step(params)
         loss_value = loss.item()
         bar.set_postfix(loss=f"{loss_value:.4f}")
         done = step + 1
         if checkpoint is not None and (done % checkpoint_every == 0 or done == end):
-            state = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "step": done,
-                "key": key,
-            }
-            save_checkpoint(checkpoint, state)
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": done}
+            if ema is not None:
+                state["ema"] = ema.state_dict()
+            save_checkpoint(checkpoint, {**state, "key": key})
         if on_step is not None:
             on_step(done, {"phase_b_loss": loss_value})
+    if ema is not None:
+        ema.copy_to(params)
     model.eval()
     return PhaseBResult(loss_value, time.perf_counter() - began, end, start)

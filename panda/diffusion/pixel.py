@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from diffusers import DDPMScheduler, UNet2DModel
+from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from panda.errors import PandaError
@@ -35,6 +36,7 @@ class FinetuneParams:
     lr: float = 1e-3
     train_timesteps: int = 1000
     checkpoint_every: int = 50
+    ema_decay: float = 0.999  # weights used for sampling are an EMA (diffusers' EMAModel); 0 = off
     seed: int = 0
     # phase B (method.md section 2): defect embedding + two Mask Guidance Adapters on gen_train defects
     phase_b_steps: int = 100
@@ -54,6 +56,8 @@ class FinetuneParams:
             )
         if self.steps < 1:
             raise PandaError("finetune.steps must be >= 1")
+        if not 0 <= self.ema_decay < 1:
+            raise PandaError("finetune.ema_decay must lie in [0, 1) (0 = no EMA)")
 
 
 PHASE_A_FIELDS = (
@@ -64,6 +68,7 @@ PHASE_A_FIELDS = (
     "batch_size",
     "lr",
     "train_timesteps",
+    "ema_decay",
     "seed",
 )
 
@@ -89,6 +94,18 @@ def build_scheduler(params: FinetuneParams) -> DDPMScheduler:
     return DDPMScheduler(
         num_train_timesteps=params.train_timesteps, beta_start=0.00085, beta_end=0.012, beta_schedule="linear"
     )
+
+
+def as_model_channels(images: torch.Tensor) -> torch.Tensor:
+    """One channel when every image is gray (R == G == B, e.g. Magnetic Tile): the denoiser then cannot
+    invent colour noise and has a third of the output to learn (*ours*); RGB data stays RGB."""
+    gray = images.shape[1] == 3 and bool((images[:, :1] == images[:, 1:]).all())
+    return images[:, :1] if gray else images
+
+
+def make_ema(parameters, decay: float) -> EMAModel | None:
+    """EMA of the trained weights, as diffusers' training scripts keep it (warm-up so short runs work)."""
+    return EMAModel(parameters, decay=decay, use_ema_warmup=True) if decay else None
 
 
 def random_windows(images: torch.Tensor, size: int, count: int, gen: torch.Generator) -> torch.Tensor:
@@ -137,6 +154,9 @@ def train_phase_a(
     scheduler = build_scheduler(params)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=params.lr, weight_decay=1e-4)
     unet, optimizer = accelerator.prepare(unet, optimizer)
+    ema = make_ema(unet.parameters(), params.ema_decay)
+    if ema is not None:
+        accelerator.register_for_checkpointing(ema)
     # phase-A identity: its own params and data only, so phase-B changes reuse the cached result
     fields = {k: v for k, v in asdict(params).items() if k in PHASE_A_FIELDS}
     key = job_key({**fields, "classes": num_classes}, images)
@@ -165,6 +185,8 @@ def train_phase_a(
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         optimizer.step()
+        if ema is not None:
+            ema.step(unet.parameters())
         loss_value = loss.item()
         bar.set_postfix(loss=f"{loss_value:.4f}")
         done = step + 1
@@ -175,6 +197,8 @@ def train_phase_a(
         if on_step is not None:
             on_step(done, {"phase_a_loss": loss_value})
     unet = accelerator.unwrap_model(unet).eval()
+    if ema is not None:
+        ema.copy_to(unet.parameters())
     return PhaseAResult(
         unet=unet,
         scheduler=scheduler,

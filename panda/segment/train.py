@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from panda.errors import PandaError
-from panda.io import job_key, save_checkpoint
+from panda.io import job_key, load_checkpoint, save_checkpoint
 from panda.segment.data import normalize
 from panda.segment.unet import SegUNet, count_parameters
 
@@ -172,12 +172,10 @@ def train_segmenter(
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=1e-4)
     key = job_key(asdict(params), x_norm, x_syn)
     start = 0
-    if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        if state.get("key") == key:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            start = int(state["step"])
+    if (state := load_checkpoint(checkpoint, key)) is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = int(state["step"])
     resumed_from = start
     model.train()
     began = time.perf_counter()
