@@ -16,7 +16,7 @@ import click
 import numpy as np
 import torch
 
-from panda.data.preprocess import category_rows, load_manifest
+from panda.data.preprocess import category_rows, load_manifest, normal_train_rows
 from panda.diffusion.speed import time_samplers
 from panda.io import read_image, write_json
 from panda.params import load_params, section
@@ -37,7 +37,7 @@ def main(params_path: str, model_dir: str, processed_dir: str, repeats: int, out
     category = params["data"]["category"]
     rows = category_rows(load_manifest(Path(processed_dir)), category)
     gen = rows[rows["split"] == "gen_train"].sort_values("image_path")
-    normal = rows[(rows["split"] == "train") & (rows["defect_type"] == "good")]
+    normal = normal_train_rows(rows)
     defect_type = sorted(gen["defect_type"].unique())[0]
     rng = np.random.default_rng(0)
     real_masks = [read_image(Path(processed_dir) / p, "L") >= 128 for p in gen["mask_path"]]
