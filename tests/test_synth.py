@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
+from PIL import Image
 
-from panda.synth.context import DefectContext, placement_prior
+from panda.synth.context import DefectContext, build_contexts, placement_prior
 from panda.synth.cutpaste import cutpaste
 from panda.synth.draem import draem, perlin_mask
+from panda.synth.masks import augment_mask
 from panda.synth.perlin import perlin_2d
 from panda.synth.real import dihedral, real_paste
 
@@ -69,6 +72,39 @@ def test_real_paste_label_is_a_transformed_real_mask():
         out, mask = real_paste(_normal(seed), ctx, np.random.default_rng(seed))
         assert any(np.array_equal(mask > 0, t) for t in transformed)
         assert out[mask > 0].mean() < 60  # the dark real defect came along
+
+
+def test_prior_placement_keeps_orientation_of_bands():
+    """A horizontal band (Magnetic Tile Uneven) must never come out vertical under the placement prior."""
+    band = np.zeros((SIZE, SIZE), bool)
+    band[SIZE - 6 :, 4 : SIZE - 4] = True
+    img = np.full((SIZE, SIZE, 3), 90, np.uint8)
+    ctx = DefectContext("uneven", placement_prior([band], (SIZE, SIZE)), [(img, band)])
+    assert ctx.symmetries == (0, 2, 4, 6)
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        for mask in (
+            real_paste(_normal(seed), ctx, rng)[1] > 0,
+            augment_mask(band, rng, symmetries=ctx.symmetries),
+        ):
+            ys, xs = np.nonzero(mask)
+            assert np.ptp(xs) > 3 * np.ptp(ys), seed
+
+
+def _write_gen_train(root) -> pd.DataFrame:
+    img, mask = _context().examples[0]
+    Image.fromarray(img).save(root / "d.png")
+    Image.fromarray(mask.astype(np.uint8) * 255).save(root / "d_mask.png")
+    return pd.DataFrame(
+        [{"split": "gen_train", "defect_type": "dent", "image_path": "d.png", "mask_path": "d_mask.png"}]
+    )
+
+
+def test_uniform_placement_allows_all_eight_symmetries(tmp_path):
+    rows = _write_gen_train(tmp_path)
+    for placement, expected in (("uniform", tuple(range(8))), ("prior", (0, 2, 4, 6))):
+        (ctx,) = build_contexts(rows, tmp_path, (SIZE, SIZE), placement)
+        assert ctx.symmetries == expected
 
 
 def test_perlin_noise_and_mask():

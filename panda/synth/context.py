@@ -15,6 +15,8 @@ from scipy import ndimage
 from panda.io import read_image
 
 Sample = tuple[np.ndarray, np.ndarray]  # (defective image RGB uint8, mask uint8 0/255)
+ORIENTATION_KEEPING = (0, 2, 4, 6)
+ALL_SYMMETRIES = tuple(range(8))
 
 
 @dataclass
@@ -22,6 +24,10 @@ class DefectContext:
     defect_type: str
     placement: np.ndarray  # (H, W) probability map of defect centres, sums to 1
     examples: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (image RGB, mask bool)
+    # flips/rotations (`dihedral` k) a real example may take: all 8 where position carries no
+    # information; with the placement prior only those that keep orientation (a horizontal
+    # band stays horizontal), i.e. identity, 180 degrees, left-right and up-down flips
+    symmetries: tuple[int, ...] = ORIENTATION_KEEPING
 
 
 def placement_prior(masks: list[np.ndarray], shape: tuple[int, int], blur: float = 0.05) -> np.ndarray:
@@ -65,5 +71,7 @@ def build_contexts(
             )
         masks = [m for _, m in examples if m.shape == shape] if placement == "prior" else []
         prior = placement_prior(masks, shape)
-        contexts.append(DefectContext(defect, prior, examples))
+        square = shape[0] == shape[1]
+        symmetries = ALL_SYMMETRIES if placement == "uniform" and square else ORIENTATION_KEEPING
+        contexts.append(DefectContext(defect, prior, examples, symmetries))
     return contexts

@@ -1,8 +1,9 @@
 """Target masks for PANDA: real gen_train masks of the defect type, augmented, or a user's folder.
 
-Augmentation: one of the 8 flips/rotations of the whole image plane (a defect on an edge stays on an
-edge, a central one stays central), a scale of 0.8-1.25 about the mask's centre, and a smooth
-elastic warp. The result stays where that defect type occurs in the real data.
+Augmentation: one of the allowed flips/rotations of the whole image plane (a defect on an edge stays
+on an edge, a central one stays central; under the placement prior a horizontal band stays
+horizontal), a scale of 0.8-1.25 about the mask's centre, and a smooth elastic warp. The result
+stays where that defect type occurs in the real data.
 """
 
 from __future__ import annotations
@@ -14,12 +15,18 @@ from PIL import Image
 from scipy import ndimage
 
 from panda.io import IMAGE_SUFFIXES, read_image
-from panda.synth.real import dihedral
+from panda.synth.context import ORIENTATION_KEEPING
+from panda.synth.real import dihedral, random_symmetry
 
 
-def augment_mask(mask: np.ndarray, rng: np.random.Generator, elastic: float = 2.0) -> np.ndarray:
+def augment_mask(
+    mask: np.ndarray,
+    rng: np.random.Generator,
+    elastic: float = 2.0,
+    symmetries: tuple[int, ...] = ORIENTATION_KEEPING,
+) -> np.ndarray:
     h, w = mask.shape
-    k = int(rng.integers(8)) if h == w else int(rng.choice([0, 2, 4, 6]))
+    k = random_symmetry(symmetries, mask.shape, rng)
     m = dihedral(mask.astype(np.float32), k)
     ys, xs = np.nonzero(m > 0.5)
     cy, cx = ys.mean(), xs.mean()

@@ -1,7 +1,8 @@
 """The honest few-shot baseline: real `gen_train` defects cut out and pasted onto normal images.
 
-Each sample takes one real defect, applies one of the 8 flips/rotations to image and mask together
-(so a defect on an edge stays on an edge), cuts it under its mask dilated by `dilate` px and
+Each sample takes one real defect, applies one of the context's flips/rotations to image and mask
+together (so a defect on an edge stays on an edge, and a horizontal one stays horizontal under the
+placement prior), cuts it under its mask dilated by `dilate` px and
 feathered, matches its brightness to the new background, and pastes it at the transformed position.
 The label is the transformed real mask.
 """
@@ -21,11 +22,17 @@ def dihedral(a: np.ndarray, k: int) -> np.ndarray:
     return np.ascontiguousarray(a[:, ::-1] if k >= 4 else a)
 
 
+def random_symmetry(allowed: tuple[int, ...], shape: tuple[int, ...], rng: np.random.Generator) -> int:
+    """A random allowed `dihedral` k; 90-degree turns only for square images (they swap H and W)."""
+    choices = [k for k in allowed if shape[0] == shape[1] or k % 2 == 0]
+    return int(rng.choice(choices))
+
+
 def real_paste(
     image: np.ndarray, ctx: DefectContext, rng: np.random.Generator, dilate: int = 1, feather: float = 1.0
 ) -> Sample:
     src, mask = ctx.examples[int(rng.integers(len(ctx.examples)))]
-    k = int(rng.integers(8)) if src.shape[0] == src.shape[1] else int(rng.choice([0, 2, 4, 6]))
+    k = random_symmetry(ctx.symmetries, src.shape[:2], rng)
     src, mask = dihedral(src, k), dihedral(mask, k)
     h, w = image.shape[:2]
     if src.shape[:2] != (h, w):

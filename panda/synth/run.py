@@ -78,7 +78,9 @@ def _panda(params: SynthParams, model_dir: Path | None) -> BatchSynthesizer:
             if not user_masks:
                 raise PandaError(f"synth.mask_dir = {params.mask_dir}: no non-empty mask images found")
         pool = user_masks or [m for _, m in ctx.examples]
-        masks = [augment_mask(pool[int(rng.integers(len(pool)))], rng) for _ in images]
+        masks = [
+            augment_mask(pool[int(rng.integers(len(pool)))], rng, symmetries=ctx.symmetries) for _ in images
+        ]
         edited = synth.batch(images, masks, ctx.defect_type)
         return [(img, m.astype(np.uint8) * 255) for img, m in zip(edited, masks, strict=True)]
 
