@@ -25,12 +25,37 @@ def project_root(start: Path | None = None) -> Path:
     return here
 
 
-def tracking_uri(start: Path | None = None) -> str:
-    """`MLFLOW_TRACKING_URI` when set, else SQLite `mlflow.db` at the main repo root."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
+def default_tracking_uri(start: Path | None = None) -> str:
+    """The embedded store: SQLite `mlflow.db` at the main repo root."""
     return f"sqlite:///{project_root(start) / 'mlflow.db'}"
+
+
+def tracking_uri(start: Path | None = None) -> str:
+    """`MLFLOW_TRACKING_URI` when set, else the embedded store at the main repo root."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(start)
+
+
+def artifact_location(experiment: str, start: Path | None = None) -> str | None:
+    """Where a new experiment's artifacts go in the embedded store: `mlruns/<experiment>` at the root.
+
+    Left to MLflow, the location is relative to the working directory of whichever process creates
+    the experiment first; from a `dvc exp run --temp/--queue` copy that is a temporary folder DVC
+    deletes. None (the store's own choice) for any other store, e.g. a tracking server.
+    """
+    if tracking_uri(start) != default_tracking_uri(start):
+        return None
+    return (project_root(start) / "mlruns" / experiment).as_uri()
+
+
+def ensure_experiment(mlflow: Any, experiment: str, location: str | None) -> None:
+    """Create `experiment` at `location` unless it exists (safe when two stages race to create it)."""
+    if mlflow.get_experiment_by_name(experiment) is not None:
+        return
+    try:
+        mlflow.create_experiment(experiment, artifact_location=location)
+    except mlflow.exceptions.MlflowException:
+        if mlflow.get_experiment_by_name(experiment) is None:
+            raise
 
 
 def git_commit(cwd: Path | None = None) -> str:
@@ -66,6 +91,7 @@ def stage_run(
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(tracking_uri())
+    ensure_experiment(mlflow, experiment, artifact_location(experiment))
     mlflow.set_experiment(experiment)
     all_tags = {"stage": stage, "git_commit": git_commit()}
     if os.environ.get("DVC_EXP_NAME"):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from panda.tracking import project_root, tracking_uri
+import mlflow
+
+from panda.tracking import project_root, stage_run, tracking_uri
 
 
 def test_store_is_main_repo_root_inside_dvc_temp_copy(tmp_path, monkeypatch):
@@ -16,3 +18,20 @@ def test_store_is_main_repo_root_inside_dvc_temp_copy(tmp_path, monkeypatch):
     assert tracking_uri(copy) == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert tracking_uri(copy) == "http://127.0.0.1:5000"
+
+
+def test_artifacts_of_a_run_from_a_dvc_temp_copy_land_at_the_main_root(tmp_path, monkeypatch):
+    """The first run may start in a temp copy DVC deletes afterwards; its artifacts must not go there."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    copy = tmp_path / ".dvc" / "tmp" / "exps" / "tmpabc123"
+    copy.mkdir(parents=True)
+    (copy / "dvc.yaml").write_text("stages: {}\n")
+    (copy / "note.txt").write_text("x")
+    monkeypatch.chdir(copy)
+    with stage_run("train", "exp-in-copy", {"a": 1}) as run:
+        mlflow.log_artifact("note.txt")
+    uri = mlflow.get_run(run.info.run_id).info.artifact_uri
+    assert uri.startswith((tmp_path.resolve() / "mlruns" / "exp-in-copy").as_uri())
+    assert not (copy / "mlruns").exists()
+    assert list((tmp_path / "mlruns").rglob("note.txt"))
