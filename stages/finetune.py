@@ -19,11 +19,28 @@ from stages.common import (
     DIFFUSION_DIR,
     PROCESSED_DIR,
     REPORTS_DIR,
+    DataParams,
     params_option,
     read_sections,
     tags,
     user_errors,
 )
+
+
+def _skip(method: str, out_dir: Path, data: DataParams, experiment: str) -> None:
+    """Baseline synthesizers need no denoiser: write a marker instead of spending minutes training one.
+
+    DVC reruns this stage when `synth.method` changes back to panda (it is one of the stage's params).
+    """
+    note = f"synth.method = {method} does not use the diffusion model, so none was trained.\n"
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "NOT_TRAINED.txt").write_text(note)
+    write_json({"trained": 0}, REPORTS_DIR / "finetune_metrics.json")
+    with stage_run("finetune", experiment, {"data": vars(data), "synth": {"method": method}}, tags(data)):
+        import mlflow
+
+        mlflow.log_metric("trained", 0)
+    click.echo(f"finetune skipped: {note.strip()}")
 
 
 @click.command("finetune")
@@ -41,6 +58,10 @@ def finetune(
     ft = section(
         params, "finetune", FinetuneParams, str(params_path), steps=steps, phase_b_steps=phase_b_steps
     )
+    method = str((params.get("synth") or {}).get("method", "panda"))
+    if method != "panda":
+        _skip(method, out_dir, data, tracking.experiment)
+        return
     rows = category_rows(load_manifest(PROCESSED_DIR), data.category)
     images, _ = load_pairs(PROCESSED_DIR, normal_train_rows(rows))
     gen = rows[rows["split"] == "gen_train"].sort_values("image_path")
@@ -95,6 +116,7 @@ def finetune(
             "n_parameters": sum(p.numel() for p in model.parameters()),
             "n_defect_windows": len(windows.images),
             "model_channels": int(images.shape[1]),
+            "trained": 1,
         }
         write_json(summary, REPORTS_DIR / "finetune_metrics.json")
         mlflow.log_metrics(summary)

@@ -119,6 +119,22 @@ def test_stage_logs_to_mlflow_server_over_rest(workdir, monkeypatch):
         server.wait(timeout=30)
 
 
+def test_finetune_skips_the_denoiser_for_baseline_methods(workdir, tiny_params):
+    """A cutpaste/draem/real run must not spend minutes training a diffusion model it never uses."""
+    import yaml
+
+    tiny_params["synth"]["method"] = "cutpaste"
+    (workdir / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    for stage in ("download", "preprocess", "finetune"):
+        run_stage(stage)
+    model_dir = workdir / "data/models/diffusion"
+    assert sorted(p.name for p in model_dir.iterdir()) == ["NOT_TRAINED.txt"]
+    assert json.loads((workdir / "reports/finetune_metrics.json").read_text()) == {"trained": 0}
+    assert not (workdir / "data/checkpoints").exists()
+    result = CliRunner().invoke(cli, ["synthesize", "--method", "panda"])
+    assert result.exit_code != 0 and "synth.method: panda" in result.output
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["cutpaste", "draem", "real"])
 def test_synthesize_methods_and_predict(workdir, method, tmp_path):

@@ -67,7 +67,9 @@ def _panda(params: SynthParams, model_dir: Path | None) -> BatchSynthesizer:
     from panda.synth.panda import PandaSynthesizer
 
     if model_dir is None or not (Path(model_dir) / "panda.json").is_file():
-        raise PandaError(f"no fine-tuned PANDA denoiser in {model_dir}; run `panda finetune` first")
+        raise PandaError(
+            f"no fine-tuned PANDA denoiser in {model_dir}; run `panda finetune` with synth.method: panda"
+        )
     synth = PandaSynthesizer(Path(model_dir), params.sampler_config(), params.seed)
     user_masks: list[np.ndarray] | None = None
 
