@@ -40,3 +40,19 @@ def test_default_width_is_about_two_million_parameters():
     assert 1.5e6 < count_parameters(SegUNet(base_channels=16)) < 2.5e6
     out = SegUNet(base_channels=4)(torch.zeros(1, 3, 48, 64))
     assert out.shape == (1, 1, 48, 64)
+
+
+def test_photometric_jitter_changes_images_not_masks_and_is_seeded():
+    from panda.segment.train import _augment
+
+    x, y = _data(8, 2)
+
+    def run(strength: float) -> tuple[torch.Tensor, torch.Tensor]:
+        return _augment(x, y, torch.Generator().manual_seed(5), strength)
+
+    plain, jittered, again = run(0.0), run(1.0), run(1.0)
+    assert torch.equal(plain[1], jittered[1])  # the labels only follow the flips
+    assert not torch.allclose(plain[0], jittered[0]) and torch.equal(jittered[0], again[0])
+    assert 0 <= float(jittered[0].min()) and float(jittered[0].max()) <= 1
+    per_image_gain = jittered[0].std(dim=(1, 2, 3)) / plain[0].std(dim=(1, 2, 3))
+    assert float(per_image_gain.std()) > 0.01  # each image gets its own contrast

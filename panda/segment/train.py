@@ -35,6 +35,7 @@ class TrainParams:
     max_minutes: float = 0.0  # wall-clock budget; 0 = none (a time-limited run is not reproducible)
     crop_size: int = 0  # train on crops of this side (0 = whole images); inference stays full-image
     defect_crop_fraction: float = 0.5  # share of defective crops centred on a defect pixel
+    photometric: float = 0.0  # brightness/contrast jitter strength (0 = off; 1 = +-0.1, x exp(+-0.3))
     seed: int = 0
 
     def validate(self) -> None:
@@ -69,12 +70,25 @@ def seg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return bce + dice
 
 
-def _augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _augment(
+    x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, photometric: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random flips of the batch; with `photometric`, per-image brightness and contrast jitter.
+
+    The jitter stands in for exposure changes (Magnetic Tile photographs each tile at several
+    exposures): a defect must be found by its shape and local contrast, not the image's brightness.
+    """
     flips = torch.rand(2, generator=gen)
     if flips[0] < 0.5:
         x, y = x.flip(-1), y.flip(-1)
     if flips[1] < 0.5:
         x, y = x.flip(-2), y.flip(-2)
+    if photometric:
+        n = len(x)
+        shift = (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * 0.1 * photometric
+        gain = torch.exp((torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * 0.3 * photometric)
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = ((x - mean) * gain + mean + shift).clamp(0, 1)
     return x, y
 
 
@@ -193,7 +207,7 @@ def train_segmenter(
         xb = torch.cat([x_norm[i_norm], x_syn[i_syn]]) if len(x_syn) else x_norm[i_norm]
         yb = torch.cat([y_norm[i_norm], y_syn[i_syn]]) if len(x_syn) else y_norm[i_norm]
         xb, yb = _crops(xb, yb, params.crop_size, params.defect_crop_fraction, gen)
-        xb, yb = _augment(xb, yb, gen)
+        xb, yb = _augment(xb, yb, gen, params.photometric)
         lr = lr_at(step, params)
         for group in optimizer.param_groups:
             group["lr"] = lr
