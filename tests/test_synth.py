@@ -112,3 +112,18 @@ def test_perlin_noise_and_mask():
     noise = perlin_2d((50, 70), (4, 8), rng)
     assert noise.shape == (50, 70) and -1.5 < noise.min() < 0 < noise.max() < 1.5
     assert perlin_mask((64, 64), rng).dtype == bool
+
+
+def test_defect_contrast_measures_dark_and_bright_defects():
+    from panda.synth.quality import contrast_report, defect_contrast
+
+    image = np.full((SIZE, SIZE, 3), 150, np.uint8)
+    mask = np.zeros((SIZE, SIZE), bool)
+    mask[20:30, 20:30] = True
+    image[mask] = 100
+    assert defect_contrast(image, mask) == pytest.approx(-50)
+    assert defect_contrast(255 - image, mask) == pytest.approx(50)
+    assert defect_contrast(image, np.ones((SIZE, SIZE), bool)) is None  # no surroundings to compare
+    report = contrast_report({"dent": -40.0, "scratch": -10.0}, {"dent": -10.0, "scratch": -10.0})
+    assert report["contrast_dent"] == -10 and report["real_contrast_dent"] == -40
+    assert report["contrast_gap"] == pytest.approx(15)

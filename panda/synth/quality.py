@@ -1,0 +1,54 @@
+"""How much a defect stands out: mean gray level inside its mask minus that of a thin ring around it.
+
+A segmenter can only learn what its training pairs show. Comparing this contrast per defect type
+between the synthetic pairs and the real `gen_train` defects catches faint or inverted synthetic
+defects without training anything (on Magnetic Tile, real blowholes are about 43 gray levels darker
+than their surroundings). It reads only `gen_train` and synthetic images, never the test split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from panda.io import read_image
+
+
+def defect_contrast(image: np.ndarray, mask: np.ndarray, ring: int = 4) -> float | None:
+    """Mean gray level (0-255) inside `mask` minus the mean in a `ring` px band around it.
+
+    None when the mask or its ring is empty (e.g. a mask covering the whole image).
+    """
+    gray = image.astype(np.float32).mean(axis=-1) if image.ndim == 3 else image.astype(np.float32)
+    inside = mask.astype(bool)
+    around = ndimage.binary_dilation(inside, iterations=ring) & ~inside
+    if not inside.any() or not around.any():
+        return None
+    return float(gray[inside].mean() - gray[around].mean())
+
+
+def contrast_by_type(pairs: Iterable[tuple[str, Path, Path]]) -> dict[str, float]:
+    """Mean contrast per defect type over (defect_type, image path, mask path) triples."""
+    values: dict[str, list[float]] = {}
+    for defect_type, image_path, mask_path in pairs:
+        c = defect_contrast(read_image(image_path, "RGB"), read_image(mask_path, "L") >= 128)
+        if c is not None:
+            values.setdefault(defect_type, []).append(c)
+    return {t: float(np.mean(v)) for t, v in sorted(values.items())}
+
+
+def contrast_report(real: dict[str, float], synthetic: dict[str, float]) -> dict[str, float]:
+    """Flat metrics: per-type synthetic and real contrast, and the mean absolute gap over types."""
+    out: dict[str, float] = {}
+    gaps = []
+    for defect_type, value in synthetic.items():
+        out[f"contrast_{defect_type}"] = round(value, 2)
+        if defect_type in real:
+            out[f"real_contrast_{defect_type}"] = round(real[defect_type], 2)
+            gaps.append(abs(value - real[defect_type]))
+    if gaps:
+        out["contrast_gap"] = round(float(np.mean(gaps)), 2)
+    return out
