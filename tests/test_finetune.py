@@ -38,7 +38,7 @@ def test_phase_a_is_reused_when_only_phase_b_params_change(tmp_path):
     assert first.resumed_from == 0 and first.steps_done == 3
     changed_b = dataclasses.replace(PARAMS, phase_b_steps=50, mga_channels=[4, 4], pma_tau=0.3)
     again = train_phase_a(images, changed_b, num_classes=3, checkpoint_root=tmp_path)
-    assert again.resumed_from == 3
+    assert again.resumed_from == 3 and again.final_loss == first.final_loss  # reported, not NaN
     for a, b in zip(first.unet.parameters(), again.unet.parameters(), strict=True):
         assert torch.equal(a, b)
     assert train_phase_a(images, dataclasses.replace(PARAMS, lr=0.01), 3, tmp_path).resumed_from == 0
@@ -108,6 +108,8 @@ def test_phase_b_resumes_to_the_same_weights_as_an_uninterrupted_run(tmp_path):
     assert (first.steps_done, second.resumed_from, second.steps_done) == (2, 2, 4)
     for a, b in zip(whole.state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+    _, finished = _phase_b_job(tmp_path / "split")  # nothing left to train: the last loss is kept
+    assert finished.resumed_from == 4 and finished.final_loss == second.final_loss
 
 
 def test_gray_datasets_get_a_one_channel_denoiser_that_still_returns_rgb():

@@ -138,16 +138,17 @@ def train_phase_b(
         windows.masks,
         windows.defect_ids,
     )
-    start = 0
+    start, loss_value = 0, float("nan")  # the last step's loss, kept in the checkpoint for resumed runs
     if (state := load_checkpoint(checkpoint, key)) is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
         start = int(state["step"])
+        loss_value = float(state.get("loss", loss_value))
     model.train()
     model.unet.train(unfreeze_base)
-    began, loss_value = time.perf_counter(), float("nan")
+    began = time.perf_counter()
     end = steps if stop_after is None else min(steps, start + stop_after)
     bar = tqdm(range(start, end), desc="finetune (phase B)", unit="step", initial=start, total=steps)
     for step in bar:
@@ -167,7 +168,12 @@ def train_phase_b(
         bar.set_postfix(loss=f"{loss_value:.4f}")
         done = step + 1
         if checkpoint is not None and (done % checkpoint_every == 0 or done == end):
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": done}
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "step": done,
+                "loss": loss_value,
+            }
             if ema is not None:
                 state["ema"] = ema.state_dict()
             save_checkpoint(checkpoint, {**state, "key": key})

@@ -162,15 +162,16 @@ def train_phase_a(
     key = job_key({**fields, "classes": num_classes}, images)
     checkpoint_dir = checkpoint_root / key if checkpoint_root is not None else None
     start = 0
+    loss_value = float("nan")  # the last step's loss, kept in the checkpoint for resumed runs
     state_file = checkpoint_dir / "panda_state.json" if checkpoint_dir else None
     if state_file is not None and state_file.is_file():
         state = json.loads(state_file.read_text())
         if state.get("key") == key:
             accelerator.load_state(str(checkpoint_dir / "accelerate"))
             start = int(state["step"])
+            loss_value = float(state.get("loss", loss_value))
     resumed_from = start
     began = time.perf_counter()
-    loss_value = float("nan")
     end = params.steps if stop_after is None else min(params.steps, start + stop_after)
     unet.train()
     bar = tqdm(range(start, end), desc="finetune (phase A)", unit="step", initial=start, total=params.steps)
@@ -193,7 +194,7 @@ def train_phase_a(
         if checkpoint_dir is not None and (done % params.checkpoint_every == 0 or done == end):
             checkpoint_dir.mkdir(parents=True, exist_ok=True)
             accelerator.save_state(str(checkpoint_dir / "accelerate"))
-            state_file.write_text(json.dumps({"key": key, "step": done}))
+            state_file.write_text(json.dumps({"key": key, "step": done, "loss": loss_value}))
         if on_step is not None:
             on_step(done, {"phase_a_loss": loss_value})
     unet = accelerator.unwrap_model(unet).eval()
