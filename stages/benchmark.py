@@ -31,8 +31,11 @@ def _parse_method(spec: str) -> tuple[str, list[str]]:
 
 
 def _exp_ref(name: str) -> str | None:
+    """The newest experiment called `name`: a rerun on a later commit files it under a new baseline."""
     out = subprocess.run(
-        ["git", "for-each-ref", "--format=%(refname)", "refs/exps"], capture_output=True, text=True
+        ["git", "for-each-ref", "--sort=committerdate", "--format=%(refname)", "refs/exps"],
+        capture_output=True,
+        text=True,
     )
     refs = [r for r in out.stdout.split() if r.rsplit("/", 1)[-1] == name]
     return refs[-1] if refs else None

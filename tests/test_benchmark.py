@@ -21,3 +21,27 @@ def test_aggregate_mean_and_spread_per_method():
     md = to_markdown(rows, "Benchmark: x", "setting")
     assert "| real | 2 | 0.850 ± 0.071 | 0.300 ± 0.141 |" in md
     assert "## pixel_auroc per defect type" in md and "| crack |" in md
+
+
+def test_benchmark_reads_the_newest_experiment_of_a_name(tmp_path, monkeypatch):
+    """A rerun on a later commit is filed under another baseline; its ref may sort first by name."""
+    import subprocess
+
+    from stages.benchmark import _exp_ref
+
+    def git(*args: str, date: str = "2026-01-01T00:00:00") -> str:
+        env = {"GIT_COMMITTER_DATE": date, "GIT_AUTHOR_DATE": date, "PATH": "/usr/bin:/bin"}
+        ident = ["-c", "user.name=t", "-c", "user.email=t@t"]
+        out = subprocess.run(["git", *ident, *args], cwd=tmp_path, env=env, capture_output=True, text=True)
+        return out.stdout.strip()
+
+    git("init", "-q")
+    git("commit", "-q", "--allow-empty", "-m", "old", "--no-gpg-sign")
+    old = git("rev-parse", "HEAD")
+    git("commit", "-q", "--allow-empty", "-m", "new", "--no-gpg-sign", date="2026-06-01T00:00:00")
+    new = git("rev-parse", "HEAD")
+    git("update-ref", "refs/exps/ff/base1/bench-mtd-real-s0", old)
+    git("update-ref", "refs/exps/0a/base2/bench-mtd-real-s0", new)
+    monkeypatch.chdir(tmp_path)
+    assert _exp_ref("bench-mtd-real-s0") == "refs/exps/0a/base2/bench-mtd-real-s0"
+    assert _exp_ref("bench-mtd-draem-s0") is None
