@@ -76,8 +76,9 @@ def benchmark(
         name, method_sets = _parse_method(spec)
         for seed in seed_list:
             exp = f"bench-{dataset}-{name}-s{seed}"
-            if rerun or _exp_ref(exp) is None:
-                if rerun and _exp_ref(exp) is not None:
+            existing = _exp_ref(exp)
+            if rerun or existing is None:
+                if existing is not None:
                     # not `dvc exp run -f`: that also forces every stage to rerun, bypassing the run
                     # cache (each panda ablation would fine-tune its denoiser again)
                     subprocess.run(["dvc", "exp", "remove", exp], capture_output=True)

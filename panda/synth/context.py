@@ -19,6 +19,12 @@ ORIENTATION_KEEPING = (0, 2, 4, 6)
 ALL_SYMMETRIES = tuple(range(8))
 
 
+def random_symmetry(allowed: tuple[int, ...], shape: tuple[int, ...], rng: np.random.Generator) -> int:
+    """A random allowed `dihedral` k; 90-degree turns only for square images (they swap H and W)."""
+    choices = [k for k in allowed if shape[0] == shape[1] or k % 2 == 0]
+    return int(rng.choice(choices))
+
+
 @dataclass
 class DefectContext:
     defect_type: str

@@ -15,8 +15,8 @@ from PIL import Image
 from scipy import ndimage
 
 from panda.io import IMAGE_SUFFIXES, read_image
-from panda.synth.context import ORIENTATION_KEEPING
-from panda.synth.real import dihedral, random_symmetry
+from panda.synth.context import ORIENTATION_KEEPING, random_symmetry
+from panda.synth.real import dihedral
 
 
 def augment_mask(

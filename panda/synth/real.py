@@ -2,8 +2,8 @@
 
 Each sample takes one real defect, applies one of the context's flips/rotations to image and mask
 together (so a defect on an edge stays on an edge, and a horizontal one stays horizontal under the
-placement prior), cuts it under its mask dilated by `dilate` px and
-feathered, matches its brightness to the new background, and pastes it at the transformed position.
+placement prior), cuts it under its mask dilated by `dilate` px and feathered, matches its brightness
+to the new background, and pastes it at the transformed position.
 The label is the transformed real mask.
 """
 
@@ -13,19 +13,13 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from panda.synth.context import DefectContext, Sample
+from panda.synth.context import DefectContext, Sample, random_symmetry
 
 
 def dihedral(a: np.ndarray, k: int) -> np.ndarray:
     """One of the 8 symmetries of the square: k in 0..7."""
     a = np.rot90(a, k % 4)
     return np.ascontiguousarray(a[:, ::-1] if k >= 4 else a)
-
-
-def random_symmetry(allowed: tuple[int, ...], shape: tuple[int, ...], rng: np.random.Generator) -> int:
-    """A random allowed `dihedral` k; 90-degree turns only for square images (they swap H and W)."""
-    choices = [k for k in allowed if shape[0] == shape[1] or k % 2 == 0]
-    return int(rng.choice(choices))
 
 
 def real_paste(
