@@ -21,6 +21,7 @@ from panda.segment.unet import SegUNet
 class EvalParams:
     threshold: float = 0.5
     max_fpr: float = 0.3
+    tta: bool = True  # average the maps over the mirror images the segmenter was trained with
 
 
 @dataclass
@@ -42,14 +43,29 @@ def pad_to_multiple(x: torch.Tensor, multiple: int = 16) -> tuple[torch.Tensor, 
     return x, (h, w)
 
 
+# Mirror test-time augmentation (nnU-Net's default): the flips `_augment` trains with, so every view
+# is one the model has learned; no transposes, which would turn oriented defects (MTD's Uneven bands).
+MIRRORS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
+
+
+def _mirror(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    return x.flip(dims) if dims else x
+
+
 @torch.no_grad()
-def predict_maps(model: SegUNet, images: torch.Tensor, batch: int = 16) -> np.ndarray:
-    """Anomaly maps in [0, 1] (N, H, W) for images in [0, 1] (N, 3, H, W) of any size."""
+def predict_maps(model: SegUNet, images: torch.Tensor, batch: int = 16, tta: bool = False) -> np.ndarray:
+    """Anomaly maps in [0, 1] (N, H, W) for images in [0, 1] (N, 3, H, W) of any size.
+
+    With `tta` each map is the mean over the four mirror views, which smooths out the view-to-view
+    variance a segmenter trained on a few dozen defects has (4x the inference cost).
+    """
     model.eval()
+    views = MIRRORS if tta else MIRRORS[:1]
     out = []
     for i in tqdm(range(0, len(images), batch), desc="predict", unit="batch", leave=False):
         x, (h, w) = pad_to_multiple(normalize(images[i : i + batch]))
-        out.append(torch.sigmoid(model(x))[:, 0, :h, :w].numpy())
+        prob = sum(_mirror(torch.sigmoid(model(_mirror(x, d))), d) for d in views) / len(views)
+        out.append(prob[:, 0, :h, :w].numpy())
     return np.concatenate(out) if out else np.zeros((0,) + tuple(images.shape[-2:]), np.float32)
 
 
@@ -65,7 +81,7 @@ def evaluate(
     """Pooled metrics, macro averages over defect types (each scored with all test normals)."""
     frame = held_out_rows(manifest, category)
     x, y = load_pairs(processed_dir, frame)
-    maps = predict_maps(model, x)
+    maps = predict_maps(model, x, tta=params.tta)
     masks = y[:, 0].numpy().astype(np.uint8)
     pooled = compute_metrics(maps, masks, params.threshold, params.max_fpr)
     normal = (frame["defect_type"] == "good").to_numpy()

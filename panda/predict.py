@@ -25,7 +25,12 @@ class PredictSummary:
 
 
 def predict_folder(
-    model: SegUNet, input_dir: Path, output_dir: Path, image_size: int, threshold: float = 0.5
+    model: SegUNet,
+    input_dir: Path,
+    output_dir: Path,
+    image_size: int,
+    threshold: float = 0.5,
+    tta: bool = False,
 ) -> PredictSummary:
     """For each image: `<stem>_map.png`, `<stem>_mask.png`, `<stem>_overlay.png`, and a row in scores.csv.
 
@@ -49,7 +54,7 @@ def predict_folder(
         h, w = image.shape[:2]
         small = np.asarray(Image.fromarray(image).resize((image_size, image_size), Image.BICUBIC))
         x = torch.from_numpy(small).permute(2, 0, 1)[None].float() / 255.0
-        small_map = predict_maps(model, x)[0]
+        small_map = predict_maps(model, x, tta=tta)[0]
         full_map = np.asarray(
             Image.fromarray(small_map.astype(np.float32), mode="F").resize((w, h), Image.BILINEAR)
         )

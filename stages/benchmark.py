@@ -30,10 +30,10 @@ def _parse_method(spec: str) -> tuple[str, list[str]]:
     return name, sets
 
 
-def _exp_ref(name: str) -> str | None:
+def exp_ref(name: str, repo: Path | str = ".") -> str | None:
     """The newest experiment called `name`: a rerun on a later commit files it under a new baseline."""
     out = subprocess.run(
-        ["git", "for-each-ref", "--sort=committerdate", "--format=%(refname)", "refs/exps"],
+        ["git", "-C", str(repo), "for-each-ref", "--sort=committerdate", "--format=%(refname)", "refs/exps"],
         capture_output=True,
         text=True,
     )
@@ -76,7 +76,7 @@ def benchmark(
         name, method_sets = _parse_method(spec)
         for seed in seed_list:
             exp = f"bench-{dataset}-{name}-s{seed}"
-            existing = _exp_ref(exp)
+            existing = exp_ref(exp)
             if rerun or existing is None:
                 if existing is not None:
                     # not `dvc exp run -f`: that also forces every stage to rerun, bypassing the run
@@ -91,7 +91,7 @@ def benchmark(
                     raise PandaError(
                         f"experiment {exp} failed; see the output above, fix, and run the benchmark again"
                     )
-            ref = _exp_ref(exp)
+            ref = exp_ref(exp)
             if ref is None:
                 raise PandaError(f"experiment {exp} finished but its git ref was not found under refs/exps")
             metrics = _read_json(ref, "reports/metrics.json")

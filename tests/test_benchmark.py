@@ -27,7 +27,7 @@ def test_benchmark_reads_the_newest_experiment_of_a_name(tmp_path, monkeypatch):
     """A rerun on a later commit is filed under another baseline; its ref may sort first by name."""
     import subprocess
 
-    from stages.benchmark import _exp_ref
+    from stages.benchmark import exp_ref
 
     def git(*args: str, date: str = "2026-01-01T00:00:00") -> str:
         env = {"GIT_COMMITTER_DATE": date, "GIT_AUTHOR_DATE": date, "PATH": "/usr/bin:/bin"}
@@ -43,5 +43,5 @@ def test_benchmark_reads_the_newest_experiment_of_a_name(tmp_path, monkeypatch):
     git("update-ref", "refs/exps/ff/base1/bench-mtd-real-s0", old)
     git("update-ref", "refs/exps/0a/base2/bench-mtd-real-s0", new)
     monkeypatch.chdir(tmp_path)
-    assert _exp_ref("bench-mtd-real-s0") == "refs/exps/0a/base2/bench-mtd-real-s0"
-    assert _exp_ref("bench-mtd-draem-s0") is None
+    assert exp_ref("bench-mtd-real-s0") == "refs/exps/0a/base2/bench-mtd-real-s0"
+    assert exp_ref("bench-mtd-draem-s0") is None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from panda.errors import PandaError
 from panda.segment.train import TrainParams, train_segmenter
 from panda.segment.unet import SegUNet, count_parameters
 
@@ -20,20 +22,39 @@ def _data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 PARAMS = TrainParams(steps=6, batch_size=4, base_channels=4, checkpoint_every=2, seed=1)
 
 
-def test_resume_after_interruption_gives_identical_weights(tmp_path):
+@pytest.mark.parametrize("ema_decay", [0.0, 0.5])
+def test_resume_after_interruption_gives_identical_weights(tmp_path, ema_decay):
+    params = TrainParams(**{**PARAMS.__dict__, "ema_decay": ema_decay})
     normal = (torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.zeros(6, 1, 32, 32))
     synthetic = _data(10, 1)
-    straight = train_segmenter(normal, synthetic, PARAMS, tmp_path / "a.pt")
-    first = train_segmenter(normal, synthetic, PARAMS, tmp_path / "b.pt", stop_after=4)
+    straight = train_segmenter(normal, synthetic, params, tmp_path / "a.pt")
+    first = train_segmenter(normal, synthetic, params, tmp_path / "b.pt", stop_after=4)
     assert first.steps_done == 4
-    resumed = train_segmenter(normal, synthetic, PARAMS, tmp_path / "b.pt")
+    resumed = train_segmenter(normal, synthetic, params, tmp_path / "b.pt")
     assert resumed.resumed_from == 4 and resumed.steps_done == 6
     for (name, a), (_, b) in zip(
         straight.model.state_dict().items(), resumed.model.state_dict().items(), strict=True
     ):
         assert torch.equal(a, b), name
-    changed = TrainParams(**{**PARAMS.__dict__, "lr": 0.01})
+    changed = TrainParams(**{**params.__dict__, "lr": 0.01})
     assert train_segmenter(normal, synthetic, changed, tmp_path / "b.pt").resumed_from == 0
+
+
+def test_ema_returns_the_averaged_weights_not_the_last_ones():
+    normal = (torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.zeros(6, 1, 32, 32))
+    synthetic = _data(10, 1)
+    last = train_segmenter(normal, synthetic, PARAMS).model.state_dict()
+    averaged = train_segmenter(normal, synthetic, TrainParams(**{**PARAMS.__dict__, "ema_decay": 0.9}))
+    weights = averaged.model.state_dict()
+    assert set(weights) == set(last)  # a plain SegUNet, loadable by save_model/load_model
+    conv = "downs.0.0.weight"
+    assert not torch.allclose(weights[conv], last[conv])
+    torch.manual_seed(PARAMS.seed)
+    initial = SegUNet(base_channels=4).state_dict()[conv]
+    # 6 steps at decay 0.9 keep most of the starting weights: the average lies between start and end
+    assert (weights[conv] - initial).norm() < (last[conv] - initial).norm()
+    with pytest.raises(PandaError, match="ema_decay"):
+        TrainParams(steps=1, ema_decay=1.0).validate()
 
 
 def test_default_width_is_about_two_million_parameters():

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from panda.errors import PandaError
@@ -36,6 +37,7 @@ class TrainParams:
     crop_size: int = 0  # train on crops of this side (0 = whole images); inference stays full-image
     defect_crop_fraction: float = 0.5  # share of defective crops centred on a defect pixel
     photometric: float = 0.0  # brightness/contrast jitter strength (0 = off; 1 = +-0.1, x exp(+-0.3))
+    ema_decay: float = 0.0  # keep and return an EMA of the weights (BatchNorm statistics too); 0 = off
     seed: int = 0
 
     def validate(self) -> None:
@@ -47,6 +49,8 @@ class TrainParams:
             )
         if not 0 <= self.normal_fraction < 1 or not 0 <= self.val_fraction < 1:
             raise PandaError("train.normal_fraction and train.val_fraction must lie in [0, 1)")
+        if not 0 <= self.ema_decay < 1:
+            raise PandaError(f"train.ema_decay = {self.ema_decay} must lie in [0, 1) (0 = off)")
 
 
 @dataclass
@@ -157,6 +161,22 @@ def _validate(model: SegUNet, x: torch.Tensor, y: torch.Tensor, batch: int = 32)
     return sum(losses) / len(x), (2 * inter / total) if total else 1.0
 
 
+def _ema(model: SegUNet, decay: float) -> AveragedModel | None:
+    """An exponential moving average of the weights and BatchNorm buffers (None when decay is 0).
+
+    A segmenter trained on a few dozen real defects swings from step to step; the average is the
+    steadier model to score, as diffusers does for denoisers.
+    """
+    if not decay:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def _scored(model: SegUNet, ema: AveragedModel | None) -> SegUNet:
+    """The model to validate and return: the EMA copy when there is one."""
+    return model if ema is None else ema.module
+
+
 def train_segmenter(
     normal: tuple[torch.Tensor, torch.Tensor],
     synthetic: tuple[torch.Tensor, torch.Tensor],
@@ -184,11 +204,14 @@ def train_segmenter(
         in_channels=x_norm.shape[1] if len(x_norm) else x_syn.shape[1], base_channels=params.base_channels
     )
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=1e-4)
+    ema = _ema(model, params.ema_decay)
     key = job_key(asdict(params), x_norm, x_syn)
     start = 0
     if (state := load_checkpoint(checkpoint, key)) is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         start = int(state["step"])
     resumed_from = start
     model.train()
@@ -200,6 +223,8 @@ def train_segmenter(
 
     def save() -> None:
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": done, "key": key}
+        if ema is not None:
+            state["ema"] = ema.state_dict()
         save_checkpoint(checkpoint, state)
 
     for step in bar:
@@ -215,13 +240,15 @@ def train_segmenter(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if ema is not None:
+            ema.update_parameters(model)
         loss_value = loss.item()
         bar.set_postfix(loss=f"{loss_value:.4f}")
         metrics = {"train_loss": loss_value, "lr": lr}
         done = step + 1
         if checkpoint is not None and (done % params.checkpoint_every == 0 or done == params.steps):
             save()
-            metrics["val_loss"], metrics["val_dice"] = _validate(model, x_val, y_val)
+            metrics["val_loss"], metrics["val_dice"] = _validate(_scored(model, ema), x_val, y_val)
         if on_step is not None:
             on_step(done, metrics)
         if params.max_minutes and time.perf_counter() - began > 60 * params.max_minutes:
@@ -229,6 +256,7 @@ def train_segmenter(
                 save()
             end = done
             break
+    model = _scored(model, ema)
     val_loss, val_dice = _validate(model, x_val, y_val)
     model.eval()
     return TrainResult(

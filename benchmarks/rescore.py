@@ -1,0 +1,107 @@
+"""Score the segmenters of a finished benchmark again under other evaluate params, without retraining.
+
+When only the evaluation changes (e.g. `evaluate.tta`), the trained segmenters of every
+(method, seed) experiment are still in the DVC cache of the repo that ran the benchmark. This reads
+each experiment's model and test data from there and writes a second table beside the first:
+    python benchmarks/rescore.py --repo . --benchmark reports/benchmark/mtd.json -S tta=true
+The synthesis and training columns are copied from the original runs.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import fields
+from pathlib import Path
+
+import click
+import yaml
+from dvc.api import DVCFileSystem
+
+from panda.benchmark import RunResult, aggregate, to_markdown
+from panda.data.preprocess import load_manifest
+from panda.evaluate import EvalParams, evaluate
+from panda.io import write_json
+from panda.segment.train import load_model
+from stages.benchmark import exp_ref
+
+EVAL_KEYS = {"pixel_auroc", "pixel_ap", "f1_max", "aupro", "image_auroc", "iou", "miou", "pixel_acc"}
+
+
+def eval_params(overrides: tuple[str, ...]) -> EvalParams:
+    names = {f.name for f in fields(EvalParams)}
+    values = {}
+    for item in overrides:
+        key, _, raw = item.partition("=")
+        if key not in names:
+            raise click.BadParameter(f"-S {item}: '{key}' is not an evaluate parameter ({sorted(names)})")
+        values[key] = yaml.safe_load(raw)
+    return EvalParams(**values)
+
+
+def is_eval_metric(key: str) -> bool:
+    """Keys evaluate writes (macro, pooled_, <type>_): replaced; synthesis/training keys are kept."""
+    return key.startswith("n_test") or any(key == k or key.endswith("_" + k) for k in EVAL_KEYS)
+
+
+def fetch(fs: DVCFileSystem, name: str, tmp: Path, processed: dict[str, Path]) -> tuple[Path, Path]:
+    """The experiment's segmenter file and its preprocessed data (one local copy per content hash)."""
+    lock = yaml.safe_load(fs.read_text("dvc.lock"))
+    out_hash = next(o["md5"] for o in lock["stages"]["preprocess"]["outs"] if o["path"] == "data/processed")
+    if out_hash not in processed:
+        processed[out_hash] = tmp / out_hash
+        fs.get("data/processed", str(processed[out_hash]), recursive=True)
+    model_path = tmp / f"{name}.pt"
+    fs.get_file("data/models/segmenter/model.pt", str(model_path))
+    return model_path, processed[out_hash]
+
+
+@click.command()
+@click.option("--repo", type=click.Path(path_type=Path), default=".", show_default=True)
+@click.option("--benchmark", "bench_json", type=click.Path(path_type=Path), required=True)
+@click.option("-S", "--set", "sets", multiple=True, help="Evaluate parameter override, e.g. -S tta=true.")
+@click.option("--suffix", default="-rescored", show_default=True, help="Appended to the output file stem.")
+def main(repo: Path, bench_json: Path, sets: tuple[str, ...], suffix: str) -> None:
+    bench = json.loads(bench_json.read_text())
+    dataset = bench["dataset"]
+    ev = eval_params(sets)
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        processed: dict[str, Path] = {}  # data/processed content hash -> local copy
+        for old in bench["runs"]:
+            name = f"bench-{dataset}-{old['method']}-s{old['seed']}"
+            ref = exp_ref(name, repo)
+            if ref is None:
+                raise click.ClickException(f"experiment {name} not found under refs/exps of {repo}")
+            fs = DVCFileSystem(str(repo), rev=ref)
+            try:
+                model_path, root = fetch(fs, name, Path(tmp), processed)
+            except FileNotFoundError as exc:
+                raise click.ClickException(
+                    f"{name}: its outputs are not in the DVC cache of {repo} ({exc.filename}); "
+                    "rescore in the clone that ran the benchmark, or `dvc exp pull` them first"
+                ) from None
+            category = yaml.safe_load(fs.read_text("params.yaml"))["data"]["category"]
+            metrics = evaluate(load_model(model_path), load_manifest(root), root, category, ev).metrics
+            kept = {k: v for k, v in old["metrics"].items() if not is_eval_metric(k)}
+            runs.append(RunResult(old["method"], int(old["seed"]), {**kept, **metrics}))
+            click.echo(
+                f"{name}: pixel AUROC {metrics['pixel_auroc']:.3f}, image AUROC {metrics['image_auroc']:.3f}"
+            )
+    rows = aggregate(runs)
+    stem = bench_json.with_name(bench_json.stem + suffix)
+    setting = (
+        f"The segmenters of `{bench_json.name}` (setting: `{' '.join(bench['overrides'])}`), not retrained, "
+        f"scored again with evaluate overrides `{' '.join(sets) or 'none'}`."
+    )
+    write_json(
+        {**bench, "evaluate_overrides": list(sets), "rows": rows, "runs": [r.__dict__ for r in runs]},
+        stem.with_suffix(".json"),
+    )
+    md = to_markdown(rows, f"Benchmark: {dataset}, rescored", setting)
+    stem.with_suffix(".md").write_text(md)
+    click.echo(md)
+
+
+if __name__ == "__main__":
+    main()
