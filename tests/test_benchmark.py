@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import click
 import pytest
 
 from panda.benchmark import RunResult, aggregate, to_markdown
@@ -45,3 +48,19 @@ def test_benchmark_reads_the_newest_experiment_of_a_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert exp_ref("bench-mtd-real-s0") == "refs/exps/0a/base2/bench-mtd-real-s0"
     assert exp_ref("bench-mtd-draem-s0") is None
+
+
+def test_rescore_replaces_evaluation_keys_and_keeps_synthesis_and_training_ones():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "rescore.py"
+    spec = importlib.util.spec_from_file_location("rescore", path)
+    rescore = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rescore)
+    evaluation = ["pixel_auroc", "pooled_pixel_ap", "crack_image_auroc", "uneven_miou", "n_test_images"]
+    kept = ["seconds_per_image", "train_seconds", "contrast_crack", "contrast_gap", "val_dice"]
+    assert all(rescore.is_eval_metric(k) for k in evaluation)
+    assert not any(rescore.is_eval_metric(k) for k in kept)
+    assert rescore.eval_params(("tta=false", "threshold=0.3")).tta is False
+    with pytest.raises(click.BadParameter, match="'steps' is not an evaluate parameter"):
+        rescore.eval_params(("steps=3",))
