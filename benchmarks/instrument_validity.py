@@ -22,7 +22,6 @@ from pathlib import Path
 
 import click
 import torch
-import yaml
 
 from panda.benchmark import RunResult, aggregate, to_markdown
 from panda.data.preprocess import category_rows, load_manifest, normal_train_rows
@@ -31,6 +30,7 @@ from panda.io import write_json
 from panda.params import load_params
 from panda.segment.data import load_pairs
 from panda.segment.train import TrainParams, train_segmenter
+from stages.benchmark import parse_sets
 
 PIXEL_AUROC_BAR, IMAGE_AUROC_BAR = 0.85, 0.75
 
@@ -39,12 +39,7 @@ def train_params(base: dict, overrides: tuple[str, ...], seed: int) -> TrainPara
     """params.yaml's `train` section with `key=value` overrides; no validation split (all reals train)."""
     names = {f.name for f in fields(TrainParams)}
     values = {k: v for k, v in base.items() if k in names} | {"val_fraction": 0.0, "seed": seed}
-    for item in overrides:
-        key, _, raw = item.partition("=")
-        if key not in names:
-            raise click.BadParameter(f"-S {item}: '{key}' is not a train parameter ({sorted(names)})")
-        values[key] = yaml.safe_load(raw)
-    params = TrainParams(**values)
+    params = TrainParams(**values | parse_sets(overrides, TrainParams, "a train"))
     params.validate()
     return params
 

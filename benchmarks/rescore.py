@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import fields
 from pathlib import Path
 
 import click
@@ -23,20 +22,13 @@ from panda.data.preprocess import load_manifest
 from panda.evaluate import EvalParams, evaluate
 from panda.io import write_json
 from panda.segment.train import load_model
-from stages.benchmark import exp_ref
+from stages.benchmark import exp_ref, parse_sets
 
 EVAL_KEYS = {"pixel_auroc", "pixel_ap", "f1_max", "aupro", "image_auroc", "iou", "miou", "pixel_acc"}
 
 
 def eval_params(overrides: tuple[str, ...]) -> EvalParams:
-    names = {f.name for f in fields(EvalParams)}
-    values = {}
-    for item in overrides:
-        key, _, raw = item.partition("=")
-        if key not in names:
-            raise click.BadParameter(f"-S {item}: '{key}' is not an evaluate parameter ({sorted(names)})")
-        values[key] = yaml.safe_load(raw)
-    return EvalParams(**values)
+    return EvalParams(**parse_sets(overrides, EvalParams, "an evaluate"))
 
 
 def is_eval_metric(key: str) -> bool:

@@ -10,14 +10,29 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import click
+import yaml
 
 from panda.benchmark import RunResult, aggregate, to_markdown
 from panda.errors import PandaError
 from panda.io import write_json
 from stages.common import REPORTS_DIR, params_option, read_sections, user_errors
+
+
+def parse_sets(items: tuple[str, ...], cls: type, noun: str) -> dict[str, Any]:
+    """`-S key=value` overrides of dataclass `cls` as a dict (YAML-typed values); a bad key names it."""
+    names = {f.name for f in fields(cls)}
+    values = {}
+    for item in items:
+        key, _, raw = item.partition("=")
+        if key not in names:
+            raise click.BadParameter(f"-S {item}: '{key}' is not {noun} parameter ({sorted(names)})")
+        values[key] = yaml.safe_load(raw)
+    return values
 
 
 def _parse_method(spec: str) -> tuple[str, list[str]]:
