@@ -60,6 +60,16 @@ def distinct_defects(rows) -> dict[str, int]:
     return {str(k): int(v) for k, v in gen.groupby("defect_type")["group"].nunique().items()}
 
 
+def write_report(
+    out: Path, header: dict, table: list[dict], runs: list[RunResult], title: str, setting: str
+) -> None:
+    """`out`.json (header, table and every seed's run, so a later call can add seeds) and `out`.md."""
+    write_json(header | {"rows": table, "runs": [r.__dict__ for r in runs]}, out.with_suffix(".json"))
+    md = to_markdown(table, title, setting)
+    out.with_suffix(".md").write_text(md)
+    click.echo(md)
+
+
 @click.command()
 @click.option("--params", "params_path", default="params.yaml", show_default=True)
 @click.option("--processed-dir", default="data/processed", show_default=True)
@@ -123,20 +133,8 @@ def main(
         f"{IMAGE_AUROC_BAR}: **{'met' if met else 'NOT met'}** "
         f"(best row `{row['method']}`: {row['pixel_auroc']:.3f} / {row['image_auroc']:.3f})."
     )
-    write_json(
-        {
-            "category": category,
-            "overrides": list(sets),
-            "criterion_met": met,
-            "gen_train_groups": shots,
-            "rows": table,
-            "runs": [r.__dict__ for r in runs],
-        },
-        out.with_suffix(".json"),
-    )
-    md = to_markdown(table, "Instrument validity", setting)
-    out.with_suffix(".md").write_text(md)
-    click.echo(md)
+    header = {"category": category, "overrides": list(sets), "criterion_met": met, "gen_train_groups": shots}
+    write_report(out, header, table, runs, "Instrument validity", setting)
 
 
 if __name__ == "__main__":

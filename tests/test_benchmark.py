@@ -50,13 +50,22 @@ def test_benchmark_reads_the_newest_experiment_of_a_name(tmp_path, monkeypatch):
     assert exp_ref("bench-mtd-draem-s0") is None
 
 
-def test_rescore_replaces_evaluation_keys_and_keeps_synthesis_and_training_ones():
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_script(name: str, monkeypatch: pytest.MonkeyPatch):
+    """A benchmarks/ script as a module (they import each other as scripts do)."""
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "rescore.py"
-    spec = importlib.util.spec_from_file_location("rescore", path)
-    rescore = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rescore)
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rescore_replaces_evaluation_keys_and_keeps_synthesis_and_training_ones(monkeypatch):
+    rescore = load_script("rescore", monkeypatch)
     evaluation = ["pixel_auroc", "pooled_pixel_ap", "crack_image_auroc", "uneven_miou", "n_test_images"]
     kept = ["seconds_per_image", "train_seconds", "contrast_crack", "contrast_gap", "val_dice"]
     assert all(rescore.is_eval_metric(k) for k in evaluation)
@@ -64,3 +73,29 @@ def test_rescore_replaces_evaluation_keys_and_keeps_synthesis_and_training_ones(
     assert rescore.eval_params(("tta=false", "threshold=0.3")).tta is False
     with pytest.raises(click.BadParameter, match="'steps' is not an evaluate parameter"):
         rescore.eval_params(("steps=3",))
+
+
+def test_defect_shots_halves_keep_tiles_whole_and_score_every_test_image_once(monkeypatch):
+    import pandas as pd
+
+    shots = load_script("defect_shots", monkeypatch)
+    groups = ["g1", "g1", "g2", "g3", "g3", "g4", "h1", "h2", "n1", "g2", "k1"]
+    manifest = pd.DataFrame(
+        {
+            "group": groups,
+            "defect_type": ["crack"] * 6 + ["fray"] * 2 + ["good"] * 2 + ["crack"],
+            "split": ["test"] * 10 + ["gen_train"],
+        }
+    )
+    half = shots.deal_halves(manifest)
+    assert half == {"g1": 0, "g2": 1, "g3": 0, "g4": 1, "h1": 0, "h2": 1}
+    scored = [shots.scored_on(manifest, half, h) for h in (0, 1)]
+    for h, frame in enumerate(scored):
+        visible = frame[frame["split"] == "test"]
+        defects = visible[visible["defect_type"] != "good"]
+        assert set(defects["group"]) == {g for g, v in half.items() if v == h}
+        assert (visible["defect_type"] == "good").sum() == 2  # normals are scored in both halves
+        assert (frame["split"] == "gen_train").sum() == 1
+    defect_rows = [set(f.index[(f["split"] == "test") & (f["defect_type"] != "good")]) for f in scored]
+    assert defect_rows[0].isdisjoint(defect_rows[1])
+    assert len(defect_rows[0] | defect_rows[1]) == 8
