@@ -29,6 +29,7 @@ from panda.evaluate import EvalParams, evaluate
 from panda.io import write_json
 from panda.params import load_params
 from panda.segment.data import load_pairs
+from panda.segment.pretext import PretextParams, pretrain_restoration
 from panda.segment.train import TrainParams, train_segmenter
 from stages.benchmark import parse_sets
 
@@ -44,12 +45,13 @@ def train_params(base: dict, overrides: tuple[str, ...], seed: int) -> TrainPara
     return params
 
 
-def earlier_runs(path: Path, category: str, sets: tuple[str, ...]) -> list[RunResult]:
+def earlier_runs(path: Path, category: str, sets: tuple[str, ...], pretext_steps: int = 0) -> list[RunResult]:
     """Runs of the same setting already in `path`, so an interrupted or extended run adds seeds only."""
     if not path.is_file():
         return []
     old = json.loads(path.read_text())
-    if old.get("category") != category or old.get("overrides") != list(sets):
+    same = (old.get("category"), old.get("overrides"), old.get("pretext_steps", 0))
+    if same != (category, list(sets), pretext_steps):
         return []
     return [RunResult(r["method"], int(r["seed"]), r["metrics"]) for r in old.get("runs", [])]
 
@@ -76,6 +78,12 @@ def write_report(
 @click.option("--category", help="Defaults to data.category in params.yaml.")
 @click.option("-S", "--set", "sets", multiple=True, help="Train parameter override, e.g. -S steps=800.")
 @click.option("--seeds", default="0", show_default=True)
+@click.option(
+    "--pretext-steps",
+    default=0,
+    show_default=True,
+    help="Start from a U-Net pretrained this many steps to restore corrupted normal images (0: scratch).",
+)
 @click.option("--name", default="real-direct", show_default=True, help="Row name in the table.")
 @click.option(
     "--tta/--no-tta", default=True, show_default=True, help="Also score with mirror TTA (row NAME-tta)."
@@ -87,6 +95,7 @@ def main(
     category: str | None,
     sets: tuple[str, ...],
     seeds: str,
+    pretext_steps: int,
     name: str,
     tta: bool,
     out_stem: str,
@@ -102,7 +111,7 @@ def main(
     shots = distinct_defects(rows)
     click.echo(f"distinct physical defects (groups) in gen_train: {shots}")
     out = Path(out_stem)
-    runs = earlier_runs(out.with_suffix(".json"), category, sets)
+    runs = earlier_runs(out.with_suffix(".json"), category, sets, pretext_steps)
     done = {r.seed for r in runs}
     for seed in [int(s) for s in seeds.split(",") if s.strip()]:
         if seed in done:
@@ -110,12 +119,19 @@ def main(
             continue
         tp = train_params(params.get("train", {}), sets, seed)
         began = time.perf_counter()
-        result = train_segmenter(normal, real, tp)
-        seconds = time.perf_counter() - began
+        init = None
+        if pretext_steps:
+            init = pretrain_restoration(
+                normal[0], tp.base_channels, PretextParams(steps=pretext_steps, seed=seed)
+            )
+        pretext_seconds = time.perf_counter() - began
+        result = train_segmenter(normal, real, tp, init=init)
+        seconds = time.perf_counter() - began - pretext_seconds
         for use_tta in (False, True) if tta else (False,):
             metrics = evaluate(result.model, manifest, root, category, EvalParams(tta=use_tta)).metrics
             row_name = f"{name}-tta" if use_tta else name
-            runs.append(RunResult(row_name, seed, {**metrics, "train_seconds": round(seconds, 1)}))
+            timing = {"train_seconds": round(seconds, 1), "pretext_seconds": round(pretext_seconds, 1)}
+            runs.append(RunResult(row_name, seed, {**metrics, **timing}))
             click.echo(
                 f"seed {seed} {row_name}: macro pixel AUROC {metrics['pixel_auroc']:.3f}, "
                 f"image AUROC {metrics['image_auroc']:.3f} ({seconds:.0f} s of training)"
@@ -123,9 +139,13 @@ def main(
     table = aggregate(runs)
     row = max(table, key=lambda r: (r["pixel_auroc"], r["image_auroc"]))
     met = row["pixel_auroc"] >= PIXEL_AUROC_BAR and row["image_auroc"] >= IMAGE_AUROC_BAR
+    pretext_note = (
+        f"started from a {pretext_steps}-step restoration pretext on them; " if pretext_steps else ""
+    )
     setting = (
         f"Segmenter trained directly on the {len(real[0])} real gen_train defects of {category} plus "
         f"{len(normal[0])} normal images; train overrides: `{' '.join(sets) or 'none'}`; "
+        f"{pretext_note}"
         f"{torch.get_num_threads()} torch threads on {platform.processor() or platform.machine()}. "
         f"Distinct physical defects (tile groups) per type in gen_train: "
         f"{', '.join(f'{k} {v}' for k, v in shots.items())}.\n\n"
@@ -133,7 +153,8 @@ def main(
         f"{IMAGE_AUROC_BAR}: **{'met' if met else 'NOT met'}** "
         f"(best row `{row['method']}`: {row['pixel_auroc']:.3f} / {row['image_auroc']:.3f})."
     )
-    header = {"category": category, "overrides": list(sets), "criterion_met": met, "gen_train_groups": shots}
+    header = {"category": category, "overrides": list(sets), "pretext_steps": pretext_steps}
+    header |= {"criterion_met": met, "gen_train_groups": shots}
     write_report(out, header, table, runs, "Instrument validity", setting)
 
 

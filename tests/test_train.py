@@ -32,6 +32,9 @@ def test_resume_after_interruption_gives_identical_weights(tmp_path, ema_decay):
     assert first.steps_done == 4
     resumed = train_segmenter(normal, synthetic, params, tmp_path / "b.pt")
     assert resumed.resumed_from == 4 and resumed.steps_done == 6
+    assert resumed.final_loss == straight.final_loss
+    finished = train_segmenter(normal, synthetic, params, tmp_path / "b.pt")  # nothing left to do
+    assert finished.resumed_from == 6 and finished.final_loss == straight.final_loss
     for (name, a), (_, b) in zip(
         straight.model.state_dict().items(), resumed.model.state_dict().items(), strict=True
     ):
@@ -77,3 +80,53 @@ def test_photometric_jitter_changes_images_not_masks_and_is_seeded():
     assert 0 <= float(jittered[0].min()) and float(jittered[0].max()) <= 1
     per_image_gain = jittered[0].std(dim=(1, 2, 3)) / plain[0].std(dim=(1, 2, 3))
     assert float(per_image_gain.std()) > 0.01  # each image gets its own contrast
+
+
+def test_pretext_learns_to_restore_normals_is_seeded_and_resets_the_head():
+    import torch.nn.functional as F
+
+    from panda.segment.data import normalize
+    from panda.segment.pretext import HEAD_PRIOR_LOGIT, PretextParams, corrupt, pretrain_restoration
+
+    g = torch.Generator().manual_seed(0)
+    stripes = torch.linspace(0, 1, 32).repeat(32, 1)  # a smooth product surface: restorable
+    images = (0.3 + 0.4 * stripes + 0.02 * torch.rand(12, 1, 32, 32, generator=g)).expand(-1, 3, -1, -1)
+    broken = corrupt(images[:4], torch.Generator().manual_seed(5))
+    assert broken.shape == images[:4].shape and 0 <= broken.min() and broken.max() <= 1
+    assert not torch.equal(broken, images[:4])
+
+    def restoration_loss(model: SegUNet) -> float:
+        model.eval()
+        with torch.no_grad():
+            return F.l1_loss(model(normalize(broken)), normalize(images[:4, :1])).item()
+
+    params = PretextParams(steps=40, batch_size=4, seed=3)
+    model = pretrain_restoration(images, 4, params)
+    again = pretrain_restoration(images, 4, params)
+    for (name, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    head = (model.head.weight.detach().clone(), model.head.bias.detach().clone())
+    assert torch.all(head[0] == 0) and torch.all(head[1] == HEAD_PRIOR_LOGIT)
+    torch.nn.init.constant_(model.head.weight, 1.0)  # look at the restoration the body learned
+    untrained = SegUNet(base_channels=4)
+    untrained.head.load_state_dict(model.head.state_dict())
+    assert restoration_loss(model) < restoration_loss(untrained)
+    with pytest.raises(PandaError, match="pretext"):
+        PretextParams(steps=0).validate()
+
+
+def test_training_from_an_init_copies_it_and_checks_its_shape():
+    normal = (torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.zeros(6, 1, 32, 32))
+    synthetic = _data(10, 1)
+    torch.manual_seed(7)
+    init = SegUNet(base_channels=4)
+    before = {k: v.clone() for k, v in init.state_dict().items()}
+    untouched = train_segmenter(normal, synthetic, PARAMS, init=init, stop_after=0).model.state_dict()
+    trained = train_segmenter(normal, synthetic, PARAMS, init=init).model.state_dict()
+    scratch = train_segmenter(normal, synthetic, PARAMS).model.state_dict()
+    conv = "downs.0.0.weight"
+    assert torch.equal(untouched[conv], before[conv])  # no steps: exactly the init
+    assert all(torch.equal(v, before[k]) for k, v in init.state_dict().items())  # the init is not trained
+    assert not torch.equal(trained[conv], scratch[conv])
+    with pytest.raises(PandaError, match="base_channels=8"):
+        train_segmenter(normal, synthetic, TrainParams(**{**PARAMS.__dict__, "base_channels": 8}), init=init)

@@ -6,6 +6,7 @@ produces the same weights as one that was never interrupted.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -184,8 +185,10 @@ def train_segmenter(
     checkpoint: Path | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     stop_after: int | None = None,
+    init: SegUNet | None = None,
 ) -> TrainResult:
-    """Train from scratch, or resume from `checkpoint` when it belongs to this same job.
+    """Train from scratch (or from a copy of `init`, e.g. a pretext-pretrained U-Net), or resume from
+    `checkpoint` when it belongs to this same job.
 
     `stop_after` ends the run early after that many steps (used to test interruption + resume).
     """
@@ -200,29 +203,37 @@ def train_segmenter(
     if len(x_norm) + len(x_syn) == 0:
         raise PandaError("no training images: the manifest has no normal train images and no synthetic pairs")
 
-    model = SegUNet(
-        in_channels=x_norm.shape[1] if len(x_norm) else x_syn.shape[1], base_channels=params.base_channels
-    )
+    in_channels = x_norm.shape[1] if len(x_norm) else x_syn.shape[1]
+    if init is None:
+        model = SegUNet(in_channels=in_channels, base_channels=params.base_channels)
+    elif (init.head.in_channels, init.downs[0][0].in_channels) != (params.base_channels, in_channels):
+        raise PandaError(
+            f"init U-Net has base_channels={init.head.in_channels}, {init.downs[0][0].in_channels} input "
+            f"channels; this job needs base_channels={params.base_channels}, {in_channels} input channels"
+        )
+    else:
+        model = copy.deepcopy(init)
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=1e-4)
     ema = _ema(model, params.ema_decay)
-    key = job_key(asdict(params), x_norm, x_syn)
-    start = 0
+    key = job_key(asdict(params), x_norm, x_syn, *(init.state_dict().values() if init else ()))
+    start, loss_value = 0, math.nan
     if (state := load_checkpoint(checkpoint, key)) is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
         start = int(state["step"])
+        loss_value = float(state.get("loss", math.nan))
     resumed_from = start
     model.train()
     began = time.perf_counter()
-    loss_value = float("nan")
     end = params.steps if stop_after is None else min(params.steps, start + stop_after)
     bar = tqdm(range(start, end), desc="train", unit="step", initial=start, total=params.steps)
     done = start
 
     def save() -> None:
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": done, "key": key}
+        state["loss"] = loss_value
         if ema is not None:
             state["ema"] = ema.state_dict()
         save_checkpoint(checkpoint, state)
