@@ -23,13 +23,11 @@ from pathlib import Path
 import click
 import pandas as pd
 import torch
-from instrument_validity import distinct_defects, earlier_runs, train_params, write_report
+from instrument_validity import distinct_defects, earlier_runs, load_setting, train_params, write_report
 
 from panda.benchmark import RunResult, aggregate
 from panda.data.layouts import NORMAL
-from panda.data.preprocess import category_rows, load_manifest, normal_train_rows
 from panda.evaluate import EvalParams, evaluate
-from panda.params import load_params
 from panda.segment.data import load_pairs
 from panda.segment.train import train_segmenter
 
@@ -78,13 +76,8 @@ def main(
     seeds: str,
     out_stem: str,
 ) -> None:
-    params = load_params(Path(params_path))
-    category = category or params["data"]["category"]
-    root = Path(processed_dir)
-    manifest = load_manifest(root)
-    rows = category_rows(manifest, category)
+    params, category, root, manifest, rows, normal = load_setting(params_path, processed_dir, category)
     half = deal_halves(rows)
-    normal = load_pairs(root, normal_train_rows(rows))
     gen = rows[rows["split"] == "gen_train"]
     test = held_out_defects(rows)
     extra = [test[test["group"].astype(str).map(half) == h] for h in (0, 1)]

@@ -62,6 +62,16 @@ def distinct_defects(rows) -> dict[str, int]:
     return {str(k): int(v) for k, v in gen.groupby("defect_type")["group"].nunique().items()}
 
 
+def load_setting(params_path: str, processed_dir: str, category: str | None):
+    """params.yaml, the category (default data.category), its manifest rows and normal train images."""
+    params = load_params(Path(params_path))
+    category = category or params["data"]["category"]
+    root = Path(processed_dir)
+    manifest = load_manifest(root)
+    rows = category_rows(manifest, category)
+    return params, category, root, manifest, rows, load_pairs(root, normal_train_rows(rows))
+
+
 def write_report(
     out: Path, header: dict, table: list[dict], runs: list[RunResult], title: str, setting: str
 ) -> None:
@@ -100,12 +110,7 @@ def main(
     tta: bool,
     out_stem: str,
 ) -> None:
-    params = load_params(Path(params_path))
-    category = category or params["data"]["category"]
-    root = Path(processed_dir)
-    manifest = load_manifest(root)
-    rows = category_rows(manifest, category)
-    normal = load_pairs(root, normal_train_rows(rows))
+    params, category, root, manifest, rows, normal = load_setting(params_path, processed_dir, category)
     real = load_pairs(root, rows[rows["split"] == "gen_train"].sort_values("image_path"))
     click.echo(f"{category}: {len(normal[0])} normal train images, {len(real[0])} gen_train defects")
     shots = distinct_defects(rows)
