@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import platform
-import time
 from dataclasses import fields
 from pathlib import Path
 
@@ -29,9 +28,10 @@ from panda.evaluate import EvalParams, evaluate
 from panda.io import write_json
 from panda.params import load_params
 from panda.segment.data import load_pairs
-from panda.segment.pretext import PretextParams, pretrain_restoration
-from panda.segment.train import TrainParams, train_segmenter
+from panda.segment.train import TrainParams, save_model, train_segmenter
+from panda.tracking import project_root
 from stages.benchmark import parse_sets
+from stages.common import CHECKPOINT_DIR
 
 PIXEL_AUROC_BAR, IMAGE_AUROC_BAR = 0.85, 0.75
 
@@ -45,13 +45,12 @@ def train_params(base: dict, overrides: tuple[str, ...], seed: int) -> TrainPara
     return params
 
 
-def earlier_runs(path: Path, category: str, sets: tuple[str, ...], pretext_steps: int = 0) -> list[RunResult]:
+def earlier_runs(path: Path, category: str, sets: tuple[str, ...]) -> list[RunResult]:
     """Runs of the same setting already in `path`, so an interrupted or extended run adds seeds only."""
     if not path.is_file():
         return []
     old = json.loads(path.read_text())
-    same = (old.get("category"), old.get("overrides"), old.get("pretext_steps", 0))
-    if same != (category, list(sets), pretext_steps):
+    if (old.get("category"), old.get("overrides")) != (category, list(sets)):
         return []
     return [RunResult(r["method"], int(r["seed"]), r["metrics"]) for r in old.get("runs", [])]
 
@@ -88,27 +87,26 @@ def write_report(
 @click.option("--category", help="Defaults to data.category in params.yaml.")
 @click.option("-S", "--set", "sets", multiple=True, help="Train parameter override, e.g. -S steps=800.")
 @click.option("--seeds", default="0", show_default=True)
-@click.option(
-    "--pretext-steps",
-    default=0,
-    show_default=True,
-    help="Start from a U-Net pretrained this many steps to restore corrupted normal images (0: scratch).",
-)
 @click.option("--name", default="real-direct", show_default=True, help="Row name in the table.")
 @click.option(
     "--tta/--no-tta", default=True, show_default=True, help="Also score with mirror TTA (row NAME-tta)."
 )
 @click.option("--out", "out_stem", default="reports/benchmark/validity", show_default=True)
+@click.option(
+    "--save-dir",
+    type=click.Path(file_okay=False),
+    help="Also save each seed's segmenter here (NAME-seedN.pt), e.g. to score it again later.",
+)
 def main(
     params_path: str,
     processed_dir: str,
     category: str | None,
     sets: tuple[str, ...],
     seeds: str,
-    pretext_steps: int,
     name: str,
     tta: bool,
     out_stem: str,
+    save_dir: str | None,
 ) -> None:
     params, category, root, manifest, rows, normal = load_setting(params_path, processed_dir, category)
     real = load_pairs(root, rows[rows["split"] == "gen_train"].sort_values("image_path"))
@@ -116,26 +114,23 @@ def main(
     shots = distinct_defects(rows)
     click.echo(f"distinct physical defects (groups) in gen_train: {shots}")
     out = Path(out_stem)
-    runs = earlier_runs(out.with_suffix(".json"), category, sets, pretext_steps)
+    runs = earlier_runs(out.with_suffix(".json"), category, sets)
+    pretext_cache = project_root() / CHECKPOINT_DIR / "train" / "pretext"  # shared with `panda train`
     done = {r.seed for r in runs}
     for seed in [int(s) for s in seeds.split(",") if s.strip()]:
         if seed in done:
             click.echo(f"seed {seed}: kept from {out.with_suffix('.json')}")
             continue
         tp = train_params(params.get("train", {}), sets, seed)
-        began = time.perf_counter()
-        init = None
-        if pretext_steps:
-            init = pretrain_restoration(
-                normal[0], tp.base_channels, PretextParams(steps=pretext_steps, seed=seed)
-            )
-        pretext_seconds = time.perf_counter() - began
-        result = train_segmenter(normal, real, tp, init=init)
-        seconds = time.perf_counter() - began - pretext_seconds
+        result = train_segmenter(normal, real, tp, pretext_cache=pretext_cache)
+        seconds = result.seconds
+        if save_dir:
+            image_size = int(real[0].shape[-1])
+            save_model(result.model, tp, Path(save_dir) / f"{name}-seed{seed}.pt", image_size)
         for use_tta in (False, True) if tta else (False,):
             metrics = evaluate(result.model, manifest, root, category, EvalParams(tta=use_tta)).metrics
             row_name = f"{name}-tta" if use_tta else name
-            timing = {"train_seconds": round(seconds, 1), "pretext_seconds": round(pretext_seconds, 1)}
+            timing = {"train_seconds": round(seconds, 1), "pretext_seconds": round(result.pretext_seconds, 1)}
             runs.append(RunResult(row_name, seed, {**metrics, **timing}))
             click.echo(
                 f"seed {seed} {row_name}: macro pixel AUROC {metrics['pixel_auroc']:.3f}, "
@@ -144,6 +139,7 @@ def main(
     table = aggregate(runs)
     row = max(table, key=lambda r: (r["pixel_auroc"], r["image_auroc"]))
     met = row["pixel_auroc"] >= PIXEL_AUROC_BAR and row["image_auroc"] >= IMAGE_AUROC_BAR
+    pretext_steps = train_params(params.get("train", {}), sets, 0).pretext_steps
     pretext_note = (
         f"started from a {pretext_steps}-step restoration pretext on them; " if pretext_steps else ""
     )
@@ -158,7 +154,7 @@ def main(
         f"{IMAGE_AUROC_BAR}: **{'met' if met else 'NOT met'}** "
         f"(best row `{row['method']}`: {row['pixel_auroc']:.3f} / {row['image_auroc']:.3f})."
     )
-    header = {"category": category, "overrides": list(sets), "pretext_steps": pretext_steps}
+    header = {"category": category, "overrides": list(sets)}
     header |= {"criterion_met": met, "gen_train_groups": shots}
     write_report(out, header, table, runs, "Instrument validity", setting)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -48,12 +49,47 @@ def fetch(fs: DVCFileSystem, name: str, tmp: Path, processed: dict[str, Path]) -
     return model_path, processed[out_hash]
 
 
-@click.command()
-@click.option("--repo", type=click.Path(path_type=Path), default=".", show_default=True)
-@click.option("--benchmark", "bench_json", type=click.Path(path_type=Path), required=True)
-@click.option("-S", "--set", "sets", multiple=True, help="Evaluate parameter override, e.g. -S tta=true.")
-@click.option("--suffix", default="-rescored", show_default=True, help="Appended to the output file stem.")
+def open_run(repo: Path, name: str, tmp: Path, processed: dict[str, Path]) -> tuple[Path, Path, str]:
+    """Experiment `name` of the benchmark clone `repo`: its segmenter, preprocessed data and category."""
+    ref = exp_ref(name, repo)
+    if ref is None:
+        raise click.ClickException(f"experiment {name} not found under refs/exps of {repo}")
+    fs = DVCFileSystem(str(repo), rev=ref)
+    try:
+        model_path, root = fetch(fs, name, tmp, processed)
+    except FileNotFoundError as exc:
+        raise click.ClickException(
+            f"{name}: its outputs are not in the DVC cache of {repo} ({exc.filename}); "
+            "rescore in the clone that ran the benchmark, or `dvc exp pull` them first"
+        ) from None
+    return model_path, root, yaml.safe_load(fs.read_text("params.yaml"))["data"]["category"]
+
+
+def rescoring_command(default_suffix: str) -> Callable[[Callable[..., None]], click.Command]:
+    """The options every script that rescores a finished benchmark takes (here and ensemble.py)."""
+
+    def decorate(fn: Callable[..., None]) -> click.Command:
+        for option in reversed(
+            [
+                click.option("--repo", type=click.Path(path_type=Path), default=".", show_default=True),
+                click.option("--benchmark", "bench_json", type=click.Path(path_type=Path), required=True),
+                click.option(
+                    "-S", "--set", "sets", multiple=True, help="Evaluate override, e.g. -S tta=true."
+                ),
+                click.option(
+                    "--suffix", default=default_suffix, show_default=True, help="Added to the file stem."
+                ),
+            ]
+        ):
+            fn = option(fn)
+        return click.command()(fn)
+
+    return decorate
+
+
+@rescoring_command("-rescored")
 def main(repo: Path, bench_json: Path, sets: tuple[str, ...], suffix: str) -> None:
+    """Score every segmenter of a finished benchmark again under other evaluate params."""
     bench = json.loads(bench_json.read_text())
     dataset = bench["dataset"]
     ev = eval_params(sets)
@@ -62,35 +98,36 @@ def main(repo: Path, bench_json: Path, sets: tuple[str, ...], suffix: str) -> No
         processed: dict[str, Path] = {}  # data/processed content hash -> local copy
         for old in bench["runs"]:
             name = f"bench-{dataset}-{old['method']}-s{old['seed']}"
-            ref = exp_ref(name, repo)
-            if ref is None:
-                raise click.ClickException(f"experiment {name} not found under refs/exps of {repo}")
-            fs = DVCFileSystem(str(repo), rev=ref)
-            try:
-                model_path, root = fetch(fs, name, Path(tmp), processed)
-            except FileNotFoundError as exc:
-                raise click.ClickException(
-                    f"{name}: its outputs are not in the DVC cache of {repo} ({exc.filename}); "
-                    "rescore in the clone that ran the benchmark, or `dvc exp pull` them first"
-                ) from None
-            category = yaml.safe_load(fs.read_text("params.yaml"))["data"]["category"]
+            model_path, root, category = open_run(repo, name, Path(tmp), processed)
             metrics = evaluate(load_model(model_path), load_manifest(root), root, category, ev).metrics
             kept = {k: v for k, v in old["metrics"].items() if not is_eval_metric(k)}
             runs.append(RunResult(old["method"], int(old["seed"]), {**kept, **metrics}))
             click.echo(
                 f"{name}: pixel AUROC {metrics['pixel_auroc']:.3f}, image AUROC {metrics['image_auroc']:.3f}"
             )
-    rows = aggregate(runs)
-    stem = bench_json.with_name(bench_json.stem + suffix)
     setting = (
         f"The segmenters of `{bench_json.name}` (setting: `{' '.join(bench['overrides'])}`), not retrained, "
         f"scored again with evaluate overrides `{' '.join(sets) or 'none'}`."
     )
+    stem = bench_json.with_name(bench_json.stem + suffix)
+    write_tables(bench, stem, sets, aggregate(runs), runs, "rescored", setting)
+
+
+def write_tables(
+    bench: dict,
+    stem: Path,
+    sets: tuple[str, ...],
+    rows: list[dict],
+    runs: list[RunResult],
+    kind: str,
+    setting: str,
+) -> None:
+    """`stem`.json (the benchmark's header, new rows and runs) and `stem`.md beside the benchmark."""
     write_json(
         {**bench, "evaluate_overrides": list(sets), "rows": rows, "runs": [r.__dict__ for r in runs]},
         stem.with_suffix(".json"),
     )
-    md = to_markdown(rows, f"Benchmark: {dataset}, rescored", setting)
+    md = to_markdown(rows, f"Benchmark: {bench['dataset']}, {kind}", setting)
     stem.with_suffix(".md").write_text(md)
     click.echo(md)
 

@@ -31,6 +31,7 @@ def predict_folder(
     image_size: int,
     threshold: float = 0.5,
     tta: bool = False,
+    smooth_sigma: float = 0.0,
 ) -> PredictSummary:
     """For each image: `<stem>_map.png`, `<stem>_mask.png`, `<stem>_overlay.png`, and a row in scores.csv.
 
@@ -54,7 +55,7 @@ def predict_folder(
         h, w = image.shape[:2]
         small = np.asarray(Image.fromarray(image).resize((image_size, image_size), Image.BICUBIC))
         x = torch.from_numpy(small).permute(2, 0, 1)[None].float() / 255.0
-        small_map = predict_maps(model, x, tta=tta)[0]
+        small_map = predict_maps(model, x, tta=tta, smooth_sigma=smooth_sigma)[0]
         full_map = np.asarray(
             Image.fromarray(small_map.astype(np.float32), mode="F").resize((w, h), Image.BILINEAR)
         )

@@ -33,7 +33,7 @@ def predict(
     params, _, _ = read_sections(params_path)
     ev = section(params, "evaluate", EvalParams, str(params_path), threshold=threshold)
     model, image_size = load_model(model_path, with_size=True)
-    summary = predict_folder(model, input_dir, output_dir, image_size, ev.threshold, ev.tta)
+    summary = predict_folder(model, input_dir, output_dir, image_size, ev.threshold, ev.tta, ev.smooth_sigma)
     for path, reason in summary.failed:
         click.secho(f"skipped {path}: {reason}", fg="yellow", err=True)
     n_def = int(summary.scores["defective"].sum())

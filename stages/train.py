@@ -12,7 +12,7 @@ from panda.params import section
 from panda.segment.data import load_pairs
 from panda.segment.train import TrainParams, save_model, train_segmenter
 from panda.synth.run import load_synthetic
-from panda.tracking import stage_run
+from panda.tracking import project_root, stage_run
 from stages.common import (
     CHECKPOINT_DIR,
     PROCESSED_DIR,
@@ -46,9 +46,10 @@ def train(params_path: Path, steps: int | None, category: str | None, out_path: 
             if step % 5 == 0 or "val_loss" in metrics:
                 mlflow.log_metrics(metrics, step=step)
 
-        result = train_segmenter(
-            normal, synthetic, tp, CHECKPOINT_DIR / "train" / data.category / "ckpt.pt", on_step=log
-        )
+        # the pretext is cached at the main repo root, keyed by its job: experiments share it
+        pretext_cache = project_root() / CHECKPOINT_DIR / "train" / "pretext"
+        checkpoint = CHECKPOINT_DIR / "train" / data.category / "ckpt.pt"
+        result = train_segmenter(normal, synthetic, tp, checkpoint, on_step=log, pretext_cache=pretext_cache)
         save_model(result.model, tp, out_path, image_size=int(normal[0].shape[-1]))
         summary = {
             "steps": result.steps_done,
@@ -57,6 +58,7 @@ def train(params_path: Path, steps: int | None, category: str | None, out_path: 
             "val_loss": result.val_loss,
             "val_dice": result.val_dice,
             "train_seconds": round(result.seconds, 2),
+            "pretext_seconds": round(result.pretext_seconds, 2),
             "seconds_per_step": round(result.seconds / max(1, result.steps_done - result.resumed_from), 4),
             "n_parameters": result.n_parameters,
         }

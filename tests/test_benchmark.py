@@ -99,3 +99,27 @@ def test_defect_shots_halves_keep_tiles_whole_and_score_every_test_image_once(mo
     defect_rows = [set(f.index[(f["split"] == "test") & (f["defect_type"] != "good")]) for f in scored]
     assert defect_rows[0].isdisjoint(defect_rows[1])
     assert len(defect_rows[0] | defect_rows[1]) == 8
+
+
+def test_instrument_validity_saves_models_and_extends_earlier_seeds(workdir, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from panda.segment.train import load_model
+    from stages.cli import cli
+
+    for stage in ("download", "preprocess"):
+        assert CliRunner().invoke(cli, [stage]).exit_code == 0
+    validity = load_script("instrument_validity", monkeypatch)
+    tiny = ["-S", "steps=2", "-S", "base_channels=4", "-S", "batch_size=4", "-S", "pretext_steps=2"]
+    args = [*tiny, "--out", "val", "--save-dir", "models", "--no-tta"]
+    first = CliRunner().invoke(validity.main, [*args, "--seeds", "0"])
+    assert first.exit_code == 0, first.output
+    assert load_model(workdir / "models" / "real-direct-seed0.pt").head.in_channels == 4
+    assert len(list((workdir / "data/checkpoints/train/pretext").glob("*.pt"))) == 1
+    second = CliRunner().invoke(validity.main, [*args, "--seeds", "0,1"])
+    assert "seed 0: kept" in second.output and "seed 1 real-direct:" in second.output
+    report = json.loads((workdir / "val.json").read_text())
+    assert report["overrides"] == tiny[1::2] and sorted(r["seed"] for r in report["runs"]) == [0, 1]
+    assert "2-step restoration pretext" in (workdir / "val.md").read_text()

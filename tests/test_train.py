@@ -115,6 +115,24 @@ def test_pretext_learns_to_restore_normals_is_seeded_and_resets_the_head():
         PretextParams(steps=0).validate()
 
 
+def test_pretext_resumes_exactly_and_a_finished_run_is_a_cache(tmp_path):
+    from panda.segment.pretext import PretextParams, pretrain_restoration
+
+    images = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    params = PretextParams(steps=12, batch_size=4, seed=1)
+    plain = pretrain_restoration(images, 4, params).state_dict()
+    pretrain_restoration(images, 4, params, tmp_path, checkpoint_every=3, stop_after=6)
+    (saved,) = tmp_path.glob("*.pt")
+    assert torch.load(saved, weights_only=True)["step"] == 6
+    resumed = pretrain_restoration(images, 4, params, tmp_path, checkpoint_every=3).state_dict()
+    cached = pretrain_restoration(images, 4, params, tmp_path, stop_after=0).state_dict()
+    conv = "downs.0.0.weight"
+    assert all(torch.equal(resumed[k], v) and torch.equal(cached[k], v) for k, v in plain.items())
+    other = pretrain_restoration(images * 0.5, 4, params, tmp_path, stop_after=0).state_dict()
+    assert not torch.equal(other[conv], plain[conv])  # other images: another job, not the cache
+    assert len(list(tmp_path.glob("*.pt"))) == 1
+
+
 def test_training_from_an_init_copies_it_and_checks_its_shape():
     normal = (torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.zeros(6, 1, 32, 32))
     synthetic = _data(10, 1)

@@ -6,17 +6,23 @@ texture from the normal training images alone (no masks, no defects, nothing fro
 in the spirit of Models Genesis: a few rectangles per image are corrupted (a patch copied from
 elsewhere in the same image, additive noise, or a brightness change) and the network restores the
 original. It stands in for the pretrained encoder that cannot be downloaded here.
+
+With a `cache_dir` the run saves its state every `checkpoint_every` steps under a name keyed by the
+job (params, width and exact images) and resumes from it; a finished job is a cache: run again, it
+trains nothing. DVC experiments that change only later params (e.g. `synth.method`) share it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from panda.errors import PandaError
+from panda.io import job_key, load_checkpoint, save_checkpoint
 from panda.segment.data import normalize
 from panda.segment.unet import SegUNet
 
@@ -63,8 +69,18 @@ def corrupt(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return out.clamp(0, 1)
 
 
-def pretrain_restoration(images: torch.Tensor, base_channels: int, params: PretextParams) -> SegUNet:
-    """A SegUNet trained to restore corrupted `images` ([0, 1], N x C x H x W); head reset to segment."""
+def pretrain_restoration(
+    images: torch.Tensor,
+    base_channels: int,
+    params: PretextParams,
+    cache_dir: Path | None = None,
+    checkpoint_every: int = 50,
+    stop_after: int | None = None,
+) -> SegUNet:
+    """A SegUNet trained to restore corrupted `images` ([0, 1], N x C x H x W); head reset to segment.
+
+    `stop_after` ends the run after that many steps (to test interruption and resume).
+    """
     params.validate()
     if len(images) == 0:
         raise PandaError("pretext: no normal training images to pretrain on")
@@ -72,8 +88,18 @@ def pretrain_restoration(images: torch.Tensor, base_channels: int, params: Prete
     gen = torch.Generator().manual_seed(params.seed)
     model = SegUNet(in_channels=images.shape[1], base_channels=base_channels)
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=1e-4)
+    key = job_key({**asdict(params), "base_channels": base_channels}, images)
+    checkpoint = Path(cache_dir) / f"{key}.pt" if cache_dir is not None else None
+    start = 0
+    if (state := load_checkpoint(checkpoint, key)) is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        start = int(state["step"])
     model.train()
-    for _ in (bar := tqdm(range(params.steps), desc="pretext", unit="step")):
+    end = params.steps if stop_after is None else min(params.steps, start + stop_after)
+    bar = tqdm(range(start, end), desc="pretext", unit="step", initial=start, total=params.steps)
+    for step in bar:
         batch = images[torch.randint(0, len(images), (params.batch_size,), generator=gen)]
         if torch.rand(1, generator=gen) < 0.5:
             batch = batch.flip(-1)
@@ -84,6 +110,10 @@ def pretrain_restoration(images: torch.Tensor, base_channels: int, params: Prete
         loss.backward()
         optimizer.step()
         bar.set_postfix(loss=f"{loss.item():.4f}")
+        done = step + 1
+        if checkpoint is not None and (done % checkpoint_every == 0 or done == params.steps):
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": done}
+            save_checkpoint(checkpoint, state | {"generator": gen.get_state(), "key": key})
     with torch.no_grad():
         model.head.weight.zero_()
         model.head.bias.fill_(HEAD_PRIOR_LOGIT)

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from panda.errors import PandaError
 from panda.io import job_key, load_checkpoint, save_checkpoint
 from panda.segment.data import normalize
+from panda.segment.pretext import PretextParams, pretrain_restoration
 from panda.segment.unet import SegUNet, count_parameters
 
 
@@ -39,6 +40,7 @@ class TrainParams:
     defect_crop_fraction: float = 0.5  # share of defective crops centred on a defect pixel
     photometric: float = 0.0  # brightness/contrast jitter strength (0 = off; 1 = +-0.1, x exp(+-0.3))
     ema_decay: float = 0.0  # keep and return an EMA of the weights (BatchNorm statistics too); 0 = off
+    pretext_steps: int = 0  # start from a U-Net pretrained this long to restore normals (0 = scratch)
     seed: int = 0
 
     def validate(self) -> None:
@@ -50,6 +52,8 @@ class TrainParams:
             )
         if not 0 <= self.normal_fraction < 1 or not 0 <= self.val_fraction < 1:
             raise PandaError("train.normal_fraction and train.val_fraction must lie in [0, 1)")
+        if self.pretext_steps < 0:
+            raise PandaError(f"train.pretext_steps = {self.pretext_steps} must be >= 0 (0 = off)")
         if not 0 <= self.ema_decay < 1:
             raise PandaError(f"train.ema_decay = {self.ema_decay} must lie in [0, 1) (0 = off)")
 
@@ -64,6 +68,7 @@ class TrainResult:
     val_dice: float
     seconds: float
     n_parameters: int
+    pretext_seconds: float = 0.0
 
 
 def seg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -186,12 +191,23 @@ def train_segmenter(
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     stop_after: int | None = None,
     init: SegUNet | None = None,
+    pretext_cache: Path | None = None,
 ) -> TrainResult:
-    """Train from scratch (or from a copy of `init`, e.g. a pretext-pretrained U-Net), or resume from
-    `checkpoint` when it belongs to this same job.
+    """Train from scratch, from the restoration pretext (`params.pretext_steps`, cached and resumable
+    in `pretext_cache`) or from a copy of `init`; resume from `checkpoint` when it belongs to this job.
 
     `stop_after` ends the run early after that many steps (used to test interruption + resume).
     """
+    pretext_seconds = 0.0
+    if params.pretext_steps:
+        if init is not None:
+            raise PandaError("pass either an init U-Net or train.pretext_steps > 0, not both")
+        began = time.perf_counter()
+        pretext = PretextParams(params.pretext_steps, params.batch_size, params.lr, params.seed)
+        init = pretrain_restoration(
+            normal[0], params.base_channels, pretext, pretext_cache, params.checkpoint_every
+        )
+        pretext_seconds = time.perf_counter() - began
     torch.manual_seed(params.seed)
     x_norm, y_norm = normal
     x_syn, y_syn = synthetic
@@ -279,6 +295,7 @@ def train_segmenter(
         val_dice=val_dice,
         seconds=time.perf_counter() - began,
         n_parameters=count_parameters(model),
+        pretext_seconds=pretext_seconds,
     )
 
 
