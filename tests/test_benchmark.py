@@ -123,3 +123,20 @@ def test_instrument_validity_saves_models_and_extends_earlier_seeds(workdir, mon
     report = json.loads((workdir / "val.json").read_text())
     assert report["overrides"] == tiny[1::2] and sorted(r["seed"] for r in report["runs"]) == [0, 1]
     assert "2-step restoration pretext" in (workdir / "val.md").read_text()
+
+
+def test_score_anatomy_finds_edge_maxima_and_what_beats_the_normals(monkeypatch):
+    import numpy as np
+
+    anatomy = load_script("score_anatomy", monkeypatch).anatomy
+    maps = np.full((6, 16, 16), 0.1, np.float32)
+    for i in range(4):  # normals: their maxima on the edge, at 0.2 .. 0.5
+        maps[i, 0, 5] = 0.2 + 0.1 * i
+    maps[4, 8, 8] = 0.9  # a defect found in the middle of the image
+    maps[5, 8, 8] = 0.15  # a defect scored below every normal
+    rows = anatomy(maps, np.array(["good"] * 4 + ["hole"] * 2), border=2)
+    assert [r["group"] for r in rows] == ["good", "hole"]
+    good, hole = rows
+    assert good["max_at_border"] == 1.0 and hole["max_at_border"] == 0.0
+    assert hole["found_at_10pct_fpr"] == 0.5 and hole["n"] == 2
+    assert abs(good["median_score"] - 0.35) < 1e-6
