@@ -17,13 +17,20 @@ Writes reports/benchmark/defect-shots.md and .json.
 from __future__ import annotations
 
 import platform
-import time
 from pathlib import Path
 
 import click
 import pandas as pd
 import torch
-from instrument_validity import distinct_defects, earlier_runs, load_setting, train_params, write_report
+from instrument_validity import (
+    distinct_defects,
+    earlier_runs,
+    load_setting,
+    pretext_cache,
+    setting_options,
+    train_params,
+    write_report,
+)
 
 from panda.benchmark import RunResult, aggregate
 from panda.data.layouts import NORMAL
@@ -62,11 +69,7 @@ def mean_metrics(runs: list[dict]) -> dict:
 
 
 @click.command()
-@click.option("--params", "params_path", default="params.yaml", show_default=True)
-@click.option("--processed-dir", default="data/processed", show_default=True)
-@click.option("--category", help="Defaults to data.category in params.yaml.")
-@click.option("-S", "--set", "sets", multiple=True, help="Train parameter override, e.g. -S steps=800.")
-@click.option("--seeds", default="0", show_default=True)
+@setting_options
 @click.option("--out", "out_stem", default="reports/benchmark/defect-shots", show_default=True)
 def main(
     params_path: str,
@@ -106,9 +109,8 @@ def main(
             seconds = 0.0
             for train_rows, halves in zip(train_sets, scored, strict=True):
                 real = load_pairs(root, train_rows.sort_values("image_path"))
-                began = time.perf_counter()
-                model = train_segmenter(normal, real, tp).model
-                seconds += time.perf_counter() - began
+                result = train_segmenter(normal, real, tp, pretext_cache=pretext_cache())
+                model, seconds = result.model, seconds + result.seconds
                 for h in halves:
                     for tta in (False, True):
                         m = evaluate(model, scored_on(manifest, half, h), root, category, EvalParams(tta=tta))

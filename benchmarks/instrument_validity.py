@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 
@@ -81,12 +82,29 @@ def write_report(
     click.echo(md)
 
 
+SETTING_OPTIONS = [
+    click.option("--params", "params_path", default="params.yaml", show_default=True),
+    click.option("--processed-dir", default="data/processed", show_default=True),
+    click.option("--category", help="Defaults to data.category in params.yaml."),
+    click.option("-S", "--set", "sets", multiple=True, help="Train parameter override, e.g. -S steps=800."),
+    click.option("--seeds", default="0", show_default=True),
+]
+
+
+def setting_options(fn: Callable[..., None]) -> Callable[..., None]:
+    """The options of both validity scripts (this one and defect_shots.py): data, category, training."""
+    for option in reversed(SETTING_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+def pretext_cache() -> Path:
+    """Where `train.pretext_steps` runs are cached: the same place `panda train` uses."""
+    return project_root() / CHECKPOINT_DIR / "train" / "pretext"
+
+
 @click.command()
-@click.option("--params", "params_path", default="params.yaml", show_default=True)
-@click.option("--processed-dir", default="data/processed", show_default=True)
-@click.option("--category", help="Defaults to data.category in params.yaml.")
-@click.option("-S", "--set", "sets", multiple=True, help="Train parameter override, e.g. -S steps=800.")
-@click.option("--seeds", default="0", show_default=True)
+@setting_options
 @click.option("--name", default="real-direct", show_default=True, help="Row name in the table.")
 @click.option(
     "--tta/--no-tta", default=True, show_default=True, help="Also score with mirror TTA (row NAME-tta)."
@@ -115,14 +133,13 @@ def main(
     click.echo(f"distinct physical defects (groups) in gen_train: {shots}")
     out = Path(out_stem)
     runs = earlier_runs(out.with_suffix(".json"), category, sets)
-    pretext_cache = project_root() / CHECKPOINT_DIR / "train" / "pretext"  # shared with `panda train`
     done = {r.seed for r in runs}
     for seed in [int(s) for s in seeds.split(",") if s.strip()]:
         if seed in done:
             click.echo(f"seed {seed}: kept from {out.with_suffix('.json')}")
             continue
         tp = train_params(params.get("train", {}), sets, seed)
-        result = train_segmenter(normal, real, tp, pretext_cache=pretext_cache)
+        result = train_segmenter(normal, real, tp, pretext_cache=pretext_cache())
         seconds = result.seconds
         if save_dir:
             image_size = int(real[0].shape[-1])
