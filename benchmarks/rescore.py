@@ -37,31 +37,42 @@ def is_eval_metric(key: str) -> bool:
     return key.startswith("n_test") or any(key == k or key.endswith("_" + k) for k in EVAL_KEYS)
 
 
-def fetch(fs: DVCFileSystem, name: str, tmp: Path, processed: dict[str, Path]) -> tuple[Path, Path]:
-    """The experiment's segmenter file and its preprocessed data (one local copy per content hash)."""
-    lock = yaml.safe_load(fs.read_text("dvc.lock"))
-    out_hash = next(o["md5"] for o in lock["stages"]["preprocess"]["outs"] if o["path"] == "data/processed")
-    if out_hash not in processed:
-        processed[out_hash] = tmp / out_hash
-        fs.get("data/processed", str(processed[out_hash]), recursive=True)
-    model_path = tmp / f"{name}.pt"
-    fs.get_file("data/models/segmenter/model.pt", str(model_path))
-    return model_path, processed[out_hash]
+def open_experiment(repo: Path, name: str) -> DVCFileSystem:
+    """The files of experiment `name` of the benchmark clone `repo`, as DVC tracked them."""
+    ref = exp_ref(name, repo)
+    if ref is None:
+        raise click.ClickException(f"experiment {name} not found under refs/exps of {repo}")
+    return DVCFileSystem(str(repo), rev=ref)
+
+
+def fetch(
+    fs: DVCFileSystem, name: str, items: dict[str, Path], tmp: Path, processed: dict[str, Path]
+) -> Path:
+    """Copy the experiment's outputs `items` (DVC path -> local path); return its preprocessed data
+    (one copy under `tmp` per content hash, remembered in `processed`)."""
+    try:
+        lock = yaml.safe_load(fs.read_text("dvc.lock"))
+        out_hash = next(
+            o["md5"] for o in lock["stages"]["preprocess"]["outs"] if o["path"] == "data/processed"
+        )
+        if out_hash not in processed:
+            processed[out_hash] = tmp / out_hash
+            fs.get("data/processed", str(processed[out_hash]), recursive=True)
+        for source, target in items.items():
+            fs.get(source, str(target), recursive=fs.isdir(source))
+    except FileNotFoundError as exc:
+        raise click.ClickException(
+            f"{name}: its outputs are not in the DVC cache ({exc.filename}); "
+            "run this in the clone that ran the benchmark, or `dvc exp pull` them first"
+        ) from None
+    return processed[out_hash]
 
 
 def open_run(repo: Path, name: str, tmp: Path, processed: dict[str, Path]) -> tuple[Path, Path, str]:
     """Experiment `name` of the benchmark clone `repo`: its segmenter, preprocessed data and category."""
-    ref = exp_ref(name, repo)
-    if ref is None:
-        raise click.ClickException(f"experiment {name} not found under refs/exps of {repo}")
-    fs = DVCFileSystem(str(repo), rev=ref)
-    try:
-        model_path, root = fetch(fs, name, tmp, processed)
-    except FileNotFoundError as exc:
-        raise click.ClickException(
-            f"{name}: its outputs are not in the DVC cache of {repo} ({exc.filename}); "
-            "rescore in the clone that ran the benchmark, or `dvc exp pull` them first"
-        ) from None
+    fs = open_experiment(repo, name)
+    model_path = tmp / f"{name}.pt"
+    root = fetch(fs, name, {"data/models/segmenter/model.pt": model_path}, tmp, processed)
     return model_path, root, yaml.safe_load(fs.read_text("params.yaml"))["data"]["category"]
 
 

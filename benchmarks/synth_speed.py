@@ -1,4 +1,4 @@
-"""Synthesis speed: PANDA's sampler vs a plain DDIM inpainting loop, same model, steps and batch.
+"""Synthesis speed: PANDA's sampler vs a plain inpainting loop, same model, guidance, steps and batch.
 
 Run after `dvc repro` (it uses data/models/diffusion and the preprocessed gen_train masks):
     python benchmarks/synth_speed.py            # writes reports/benchmark/speed.md and .json
@@ -63,6 +63,7 @@ def main(params_path: str, model_dir: str, processed_dir: str, repeats: int, out
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
         "sampler": synth.sampler,
         "steps": synth.steps,
+        "guidance_scale": synth.guidance_scale,
         "batch_size": synth.batch_size,
         "end_to_end_images_per_second": round(end_to_end, 2),
         "panda_vs_plain_ratio": round(ratio, 3),
@@ -72,8 +73,8 @@ def main(params_path: str, model_dir: str, processed_dir: str, repeats: int, out
     lines = [
         f"# Synthesis speed ({category}, {report['machine']})",
         "",
-        f"{synth.sampler.upper()} {synth.steps} steps, batch {synth.batch_size}, window {panda.window} px, "
-        f"median of {repeats} runs.",
+        f"{synth.sampler.upper()} {synth.steps} steps, guidance scale {synth.guidance_scale:g} (both "
+        f"samplers), batch {synth.batch_size}, window {panda.window} px, median of {repeats} runs.",
         "",
         "| sampler | s / batch | images / s | denoiser calls / image |",
         "|---|---|---|---|",
@@ -83,7 +84,7 @@ def main(params_path: str, model_dir: str, processed_dir: str, repeats: int, out
             for r in results
         ),
         "",
-        f"PANDA / plain DDIM inpainting time ratio: **{ratio:.3f}** (target <= 1.2).",
+        f"PANDA / plain {synth.sampler.upper()} inpainting time ratio: **{ratio:.3f}** (target <= 1.2).",
         f"End to end (crop, resize, sample, paste back): {end_to_end:.1f} images / s.",
     ]
     Path(f"{out_stem}.md").write_text("\n".join(lines) + "\n")

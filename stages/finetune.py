@@ -30,7 +30,8 @@ from stages.common import (
 def _skip(method: str, out_dir: Path, data: DataParams, experiment: str) -> None:
     """Baseline synthesizers need no denoiser: write a marker instead of spending minutes training one.
 
-    DVC reruns this stage when `synth.method` changes back to panda (it is one of the stage's params).
+    DVC reruns this stage when `synth.method` changes back to panda, or panda joins as
+    `synth.mix_method` (they are among the stage's params).
     """
     note = f"synth.method = {method} does not use the diffusion model, so none was trained.\n"
     with atomic_dir(out_dir) as tmp:
@@ -58,8 +59,9 @@ def finetune(
     ft = section(
         params, "finetune", FinetuneParams, str(params_path), steps=steps, phase_b_steps=phase_b_steps
     )
-    method = str((params.get("synth") or {}).get("method", "panda"))
-    if method != "panda":
+    synth = params.get("synth") or {}
+    method = str(synth.get("method", "panda"))
+    if method != "panda" and not (synth.get("mix_method") == "panda" and synth.get("mix_fraction")):
         _skip(method, out_dir, data, tracking.experiment)
         return
     rows = category_rows(load_manifest(PROCESSED_DIR), data.category)

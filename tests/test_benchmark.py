@@ -140,3 +140,64 @@ def test_score_anatomy_finds_edge_maxima_and_what_beats_the_normals(monkeypatch)
     assert good["max_at_border"] == 1.0 and hole["max_at_border"] == 0.0
     assert hole["found_at_10pct_fpr"] == 0.5 and hole["n"] == 2
     assert abs(good["median_score"] - 0.35) < 1e-6
+
+
+class FolderFS:
+    """Stands in for the DVCFileSystem of one experiment: its files are those of a project folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def read_text(self, path: str) -> str:
+        return (self.root / path).read_text()
+
+    def isdir(self, path: str) -> bool:
+        return (self.root / path).is_dir()
+
+    def get(self, path: str, target: str, recursive: bool = False) -> None:
+        import shutil
+
+        (shutil.copytree if recursive else shutil.copy)(self.root / path, target)
+
+
+@pytest.mark.slow
+def test_resynth_reuses_the_experiments_denoiser_and_applies_the_synth_overrides(workdir, monkeypatch):
+    import pandas as pd
+    from click.testing import CliRunner
+
+    from panda.evaluate import EvalParams
+    from stages.cli import cli
+
+    for stage in ("download", "preprocess", "finetune"):
+        assert CliRunner().invoke(cli, [stage]).exit_code == 0
+    (workdir / "dvc.lock").write_text(
+        "stages:\n  preprocess:\n    outs:\n    - path: data/processed\n      md5: abc.dir\n"
+    )
+    resynth = load_script("resynth", monkeypatch)
+    work = workdir / "resynth" / "run-s0"
+    work.mkdir(parents=True)
+    metrics = resynth.resynth_run(
+        FolderFS(workdir), "run-s0", {"guidance_scale": 2.0, "sampler": "ddpm"}, EvalParams(), work, {}
+    )
+    assert (work / "diffusion" / "panda.json").is_file() and not (work / "diffusion.partial").exists()
+    assert (workdir / "resynth" / "abc.dir" / "manifest.csv").is_file()  # the experiment's own data
+    assert 0 <= metrics["pixel_auroc"] <= 1 and "contrast_gap" in metrics and metrics["train_seconds"] > 0
+    assert len(pd.read_csv(work / "synthetic" / "manifest.csv")) == 2 * 6
+
+
+def test_sampler_contrast_reads_variants_and_measures_each_type(monkeypatch):
+    import torch
+
+    from panda.diffusion.phase_b import DefectWindows
+
+    sc = load_script("sampler_contrast", monkeypatch)
+    name, config = sc._variant("ddpm-g2:sampler=ddpm;guidance_scale=2")
+    assert (name, config.sampler, config.guidance_scale, config.steps) == ("ddpm-g2", "ddpm", 2, 20)
+    assert sc._variant("default:")[1] == sc.SamplerConfig()
+    masks = torch.zeros(2, 1, 16, 16)
+    masks[:, :, 6:10, 6:10] = 1
+    images = torch.zeros(2, 3, 16, 16) - masks * torch.tensor([0.5, -0.2]).view(2, 1, 1, 1)
+    table = sc.contrast_per_type(
+        images, DefectWindows(images, masks, torch.tensor([1, 2])), ["hole", "stain"]
+    )
+    assert table == {"hole": pytest.approx(-63.8, abs=0.1), "stain": pytest.approx(25.5, abs=0.1)}

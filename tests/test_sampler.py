@@ -7,6 +7,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
 from panda.diffusion.sampler import SamplerConfig, in_only_window, phased_sample, plain_inpaint, pma_schedule
+from panda.errors import PandaError
 
 
 class StubDenoiser:
@@ -139,3 +140,47 @@ def test_plain_inpaint_reference_keeps_the_background_and_calls_once_per_step():
     outside = mask.expand_as(out) == 0
     assert torch.allclose(out[outside], background[outside], atol=1e-5)
     assert len(stub.calls) == 12 and all(c["n"] == len(background) for c in stub.calls)
+
+
+class ScaledStub(StubDenoiser):
+    """The stub's predictions times `scale`, and a normal-image prediction of zero."""
+
+    def __init__(self, scale: float = 1.0) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def _eps(self, x, t):
+        return self.scale * super()._eps(x, t)
+
+    def normal(self, x, t):
+        self.calls.append({"branch": "normal", "t": int(t[0]), "n": len(x), "mask": None})
+        return torch.zeros_like(x)
+
+
+@pytest.mark.parametrize("kind", ["ddim", "ddpm"])
+def test_guidance_extrapolates_from_the_normal_prediction_with_one_extra_call_per_step(kind):
+    """eps_normal + s (eps - eps_normal) with eps_normal = 0 is s * eps: the same samples as a stub
+    that predicts s * eps without guidance; scale 1 never asks for the normal prediction."""
+    background, mask, defect = _inputs()
+    guided, plain, off = ScaledStub(), ScaledStub(scale=2.5), ScaledStub()
+    outs = [
+        phased_sample(
+            stub,
+            _scheduler(kind, 10),
+            background,
+            mask,
+            defect,
+            SamplerConfig(steps=10, sampler=kind, pma_steps=8, guidance_scale=s),
+            torch.Generator().manual_seed(3),
+        )
+        for stub, s in ((guided, 2.5), (plain, 1.0), (off, 1.0))
+    ]
+    assert torch.allclose(outs[0], outs[1], atol=1e-5)
+    assert not torch.allclose(outs[0], outs[2], atol=1e-3)
+    assert [c["branch"] for c in guided.calls].count("normal") == 10 and len(guided.calls) == 20
+    assert all(c["branch"] != "normal" for c in plain.calls + off.calls)
+
+
+def test_guidance_below_one_is_refused():
+    with pytest.raises(PandaError, match="synth.guidance_scale"):
+        SamplerConfig(guidance_scale=0.5).validate()

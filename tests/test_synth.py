@@ -127,3 +127,27 @@ def test_defect_contrast_measures_dark_and_bright_defects():
     report = contrast_report({"dent": -40.0, "scratch": -10.0}, {"dent": -10.0, "scratch": -10.0})
     assert report["contrast_dent"] == -10 and report["real_contrast_dent"] == -40
     assert report["contrast_gap"] == pytest.approx(15)
+
+
+def test_mix_makes_its_share_of_each_types_pairs(workdir):
+    from click.testing import CliRunner
+
+    from panda.data.preprocess import load_manifest
+    from panda.errors import PandaError
+    from panda.synth.run import SynthParams, synthesize
+    from stages.cli import cli
+
+    for stage in ("download", "preprocess"):
+        assert CliRunner().invoke(cli, [stage]).exit_code == 0
+    processed = workdir / "data/processed"
+    params = SynthParams("cutpaste", n_per_defect=6, mix_method="real", mix_fraction=0.5)
+    frame, _ = synthesize(load_manifest(processed), processed, workdir / "syn", "brick", params)
+    counts = frame.groupby(["defect_type", "method"]).size().to_dict()
+    assert counts == {(t, m): 3 for t in ("crack", "hole") for m in ("cutpaste", "real")}
+    assert frame["image_path"].is_unique and (frame["mask_area"] > 0).all()
+    plain, _ = synthesize(
+        load_manifest(processed), processed, workdir / "plain", "brick", SynthParams("cutpaste", 6)
+    )
+    assert set(plain["method"]) == {"cutpaste"} and len(plain) == 12
+    with pytest.raises(PandaError, match="synth.mix_method"):
+        SynthParams("cutpaste", 6, mix_fraction=0.5).validate()

@@ -1,8 +1,9 @@
 """The denoiser behind PANDA's sampler: base noise predictor + defect embedding + the two adapters.
 
-The sampler only calls `Denoiser.aware(...)` and `Denoiser.only(...)`, so another backend (a latent
-diffusers LDM / Stable Diffusion on GPU) plugs in by implementing the same two methods plus
-`encode`/`decode` (pixel space: identity, or RGB <-> gray when the dataset is grayscale).
+The sampler only calls `Denoiser.aware(...)`, `Denoiser.only(...)` and, with guidance,
+`Denoiser.normal(...)`, so another backend (a latent diffusers LDM / Stable Diffusion on GPU) plugs in
+by implementing the same three methods plus `encode`/`decode` (pixel space: identity, or RGB <-> gray
+when the dataset is grayscale).
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ class Denoiser(Protocol):
     def only(
         self, y: torch.Tensor, t: torch.Tensor, defect: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor: ...
+
+    def normal(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The prediction for a normal (defect-free) image: the reference for `synth.guidance_scale`."""
+        ...
 
     def encode(self, images: torch.Tensor) -> torch.Tensor: ...
 
@@ -59,6 +64,10 @@ class PixelDenoiser(nn.Module):
         self, y: torch.Tensor, t: torch.Tensor, defect: torch.Tensor, mask: torch.Tensor
     ) -> torch.Tensor:
         return self.adapter_only(self.base(y, t, defect), mask)
+
+    def normal(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Phase A's model: class 0 (normal), no adapter."""
+        return self.base(x, t, torch.zeros(len(x), dtype=torch.long))
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """RGB in [-1, 1] -> the model's space: the same pixels, or their gray level for a 1-channel model."""

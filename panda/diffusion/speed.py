@@ -1,6 +1,6 @@
 """Time PANDA's phased sampler against a plain DDIM inpainting loop on the same model and inputs.
 
-Both samplers get the same denoiser, scheduler, windows, masks and step count, so the ratio isolates
+Both samplers get the same denoiser, guidance, scheduler, windows, masks and step count, so the ratio isolates
 what the method adds per step (mask bookkeeping, background injection, the second branch's paste).
 """
 
@@ -30,6 +30,10 @@ class CountingDenoiser:
     def only(self, y, t, defect, mask):
         self.evaluations += len(y)
         return self.inner.only(y, t, defect, mask)
+
+    def normal(self, x, t):
+        self.evaluations += len(x)
+        return self.inner.normal(x, t)
 
     def encode(self, images):
         return self.inner.encode(images)
@@ -61,7 +65,9 @@ def time_samplers(
     """[panda, plain DDIM inpainting] on one batch, each run `repeats` times after a warm-up run."""
     runs = {
         "panda": lambda d, g: phased_sample(d, scheduler, background, mask, defect, config, g),
-        "plain_inpaint": lambda d, g: plain_inpaint(d, scheduler, background, mask, defect, g),
+        "plain_inpaint": lambda d, g: plain_inpaint(
+            d, scheduler, background, mask, defect, g, config.guidance_scale
+        ),
     }
     results = []
     for name, run in runs.items():

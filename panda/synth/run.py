@@ -41,10 +41,18 @@ class SynthParams:
     inject_background: bool = True
     batch_size: int = 16
     mask_dir: str | None = None  # panda: user-supplied target masks; null = augmented gen_train masks
+    guidance_scale: float = 1.0  # panda: eps_normal + s (eps - eps_normal); 1 = off (*ours*)
+    mix_method: str | None = None  # another method that makes `mix_fraction` of each type's pairs
+    mix_fraction: float = 0.0
 
     def sampler_config(self) -> SamplerConfig:
         return SamplerConfig(
-            self.steps, self.sampler, self.pma_steps, self.only_windows, self.inject_background
+            self.steps,
+            self.sampler,
+            self.pma_steps,
+            self.only_windows,
+            self.inject_background,
+            self.guidance_scale,
         )
 
     def validate(self) -> None:
@@ -54,6 +62,13 @@ class SynthParams:
             )
         if self.placement not in ("prior", "uniform"):
             raise PandaError(f"synth.placement = '{self.placement}': use 'prior' or 'uniform'")
+        if self.mix_fraction and self.mix_method not in METHODS:
+            raise PandaError(
+                f"synth.mix_method = {self.mix_method!r}: with synth.mix_fraction > 0 choose one of: "
+                f"{', '.join(METHODS)}"
+            )
+        if not 0 <= self.mix_fraction <= 1:
+            raise PandaError("synth.mix_fraction must lie in [0, 1] (0 = no mix)")
         if self.n_per_defect < 1 or self.batch_size < 1:
             raise PandaError("synth.n_per_defect and synth.batch_size must be >= 1")
         self.sampler_config().validate()
@@ -89,16 +104,23 @@ def _panda(params: SynthParams, model_dir: Path | None) -> BatchSynthesizer:
     return run
 
 
-def batch_synthesizer(params: SynthParams, model_dir: Path | None = None) -> BatchSynthesizer:
-    """The synthesizer named by `synth.method`, as a function of a batch of normal images."""
-    if params.method == "panda":
+def batch_synthesizer(method: str, params: SynthParams, model_dir: Path | None = None) -> BatchSynthesizer:
+    """The synthesizer called `method` (set up from `params`), as a function of a batch of normal images."""
+    if method == "panda":
         return _panda(params, model_dir)
     single = {
         "cutpaste": cutpaste,
         "draem": lambda img, ctx, rng: draem(img, ctx, rng, params.texture_dir),
         "real": real_paste,
     }
-    return _per_image(single[params.method])
+    return _per_image(single[method])
+
+
+def method_counts(params: SynthParams) -> list[tuple[str, int]]:
+    """(method, pairs per defect type): `synth.method`, then `synth.mix_method` for its share."""
+    n_mix = round(params.mix_fraction * params.n_per_defect) if params.mix_method else 0
+    plan = [(params.method, params.n_per_defect - n_mix), (params.mix_method or "", n_mix)]
+    return [(m, n) for m, n in plan if n > 0]
 
 
 def synthesize(
@@ -121,7 +143,7 @@ def synthesize(
         )
     first = read_image(processed_dir / normals.iloc[0]["image_path"], "RGB")
     contexts = build_contexts(rows, processed_dir, first.shape[:2], params.placement)
-    method = batch_synthesizer(params, model_dir)
+    plan = [(m, n, batch_synthesizer(m, params, model_dir)) for m, n in method_counts(params)]
     records = []
     began = time.perf_counter()
     with atomic_dir(out_dir) as tmp:
@@ -130,26 +152,29 @@ def synthesize(
         )
         for ti, ctx in enumerate(contexts):
             rng = np.random.default_rng([params.seed, ti])
-            for start in range(0, params.n_per_defect, params.batch_size):
-                count = min(params.batch_size, params.n_per_defect - start)
-                bases = [normals.iloc[int(rng.integers(len(normals)))] for _ in range(count)]
-                images = [read_image(processed_dir / b["image_path"], "RGB") for b in bases]
-                for i, (base, (image, mask)) in enumerate(zip(bases, method(images, ctx, rng), strict=True)):
-                    stem = f"{ctx.defect_type}_{start + i:04d}"
-                    save_png(image, tmp / ctx.defect_type / f"{stem}.png")
-                    save_png(mask, tmp / ctx.defect_type / f"{stem}_mask.png")
-                    records.append(
-                        {
-                            "category": category,
-                            "defect_type": ctx.defect_type,
-                            "method": params.method,
-                            "image_path": f"{ctx.defect_type}/{stem}.png",
-                            "mask_path": f"{ctx.defect_type}/{stem}_mask.png",
-                            "mask_area": round(float((mask > 0).mean()), 6),
-                            "background": base["image_path"],
-                        }
-                    )
-                    bar.update()
+            index = 0  # file numbering runs on across the methods of the mix
+            for name, count, method in plan:
+                for start in range(0, count, params.batch_size):
+                    size = min(params.batch_size, count - start)
+                    bases = [normals.iloc[int(rng.integers(len(normals)))] for _ in range(size)]
+                    images = [read_image(processed_dir / b["image_path"], "RGB") for b in bases]
+                    for base, (image, mask) in zip(bases, method(images, ctx, rng), strict=True):
+                        stem = f"{ctx.defect_type}_{index:04d}"
+                        index += 1
+                        save_png(image, tmp / ctx.defect_type / f"{stem}.png")
+                        save_png(mask, tmp / ctx.defect_type / f"{stem}_mask.png")
+                        records.append(
+                            {
+                                "category": category,
+                                "defect_type": ctx.defect_type,
+                                "method": name,
+                                "image_path": f"{ctx.defect_type}/{stem}.png",
+                                "mask_path": f"{ctx.defect_type}/{stem}_mask.png",
+                                "mask_area": round(float((mask > 0).mean()), 6),
+                                "background": base["image_path"],
+                            }
+                        )
+                        bar.update()
         bar.close()
         frame = pd.DataFrame(records)
         frame.to_csv(tmp / MANIFEST, index=False)

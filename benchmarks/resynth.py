@@ -1,0 +1,149 @@
+"""Try other synth params for a finished benchmark's method, reusing its trained denoisers.
+
+A sampler setting (`synth.sampler`, `synth.guidance_scale`, ...) changes no weights, so fine-tuning
+again for it would waste most of a benchmark run. For each seed of `--from-method`, this takes that
+experiment's denoiser and params from the DVC cache of the clone that ran the benchmark, synthesizes
+with the `-S` overrides, trains the segmenter with the experiment's own train params, and scores it
+with the benchmark's evaluate overrides:
+    python benchmarks/resynth.py --repo /path/to/bench/clone --benchmark reports/benchmark/mtd-tta.json \
+        --name panda-ddpm-g2 -S sampler=ddpm -S guidance_scale=2
+Writes <benchmark>-resynth.md/.json: the benchmark's rows plus one row per `--name`. Finished
+(name, seed) runs are kept there and skipped, so calls add rows and an interrupted call resumes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import pandas as pd
+import yaml
+from rescore import fetch, open_experiment, write_tables
+
+from panda.benchmark import RunResult, aggregate
+from panda.data.preprocess import category_rows, load_manifest, normal_train_rows
+from panda.evaluate import EvalParams, evaluate
+from panda.params import section
+from panda.segment.data import load_pairs
+from panda.segment.train import TrainParams, train_segmenter
+from panda.synth.quality import contrast_by_type, contrast_report
+from panda.synth.run import SynthParams, load_synthetic, synthesize
+from stages.benchmark import parse_sets
+
+
+def _contrast(frame: pd.DataFrame, root: Path) -> dict[str, float]:
+    return contrast_by_type(
+        (r["defect_type"], root / r["image_path"], root / r["mask_path"]) for _, r in frame.iterrows()
+    )
+
+
+def resynth_run(
+    fs, name: str, overrides: dict, ev: EvalParams, work: Path, processed: dict[str, Path]
+) -> dict:
+    """Synthesize with `overrides` from experiment `name`'s denoiser, train, evaluate; its metrics."""
+    params = yaml.safe_load(fs.read_text("params.yaml"))
+    category = params["data"]["category"]
+    model_dir, partial = work / "diffusion", work / "diffusion.partial"
+    root = fetch(
+        fs, name, {} if model_dir.is_dir() else {"data/models/diffusion": partial}, work.parent, processed
+    )
+    if not model_dir.is_dir():
+        partial.rename(model_dir)  # a copy cut short never looks complete
+    manifest = load_manifest(root)
+    synth = section(params, "synth", SynthParams, f"{name}/params.yaml", **overrides)
+    synthetic_dir = work / "synthetic"
+    frame, sec_per_image = synthesize(manifest, root, synthetic_dir, category, synth, model_dir)
+    rows = category_rows(manifest, category)
+    contrast = contrast_report(
+        _contrast(rows[rows["split"] == "gen_train"], root), _contrast(frame, synthetic_dir)
+    )
+    tp = section(params, "train", TrainParams, f"{name}/params.yaml")
+    normal = load_pairs(root, normal_train_rows(rows))
+    result = train_segmenter(
+        normal, load_pairs(synthetic_dir, load_synthetic(synthetic_dir)), tp, work / "train_ckpt.pt"
+    )
+    metrics = evaluate(result.model, manifest, root, category, ev).metrics
+    return {**metrics, **contrast, "seconds_per_image": sec_per_image, "train_seconds": result.seconds}
+
+
+@click.command()
+@click.option("--repo", type=click.Path(path_type=Path), default=".", show_default=True)
+@click.option("--benchmark", "bench_json", type=click.Path(path_type=Path), required=True)
+@click.option("--from-method", default="panda", show_default=True, help="Whose denoisers to reuse.")
+@click.option("--name", required=True, help="Row name for this setting, e.g. panda-ddpm-g2.")
+@click.option("-S", "--set", "sets", multiple=True, help="Synth override, e.g. -S sampler=ddpm.")
+@click.option("--seeds", default=None, help="Comma-separated seeds (default: those of --from-method).")
+@click.option(
+    "--work-dir",
+    type=click.Path(path_type=Path),
+    default=Path("data/checkpoints/resynth"),
+    show_default=True,
+    help="Denoisers, synthetic pairs and training checkpoints, kept for resuming.",
+)
+def main(
+    repo: Path,
+    bench_json: Path,
+    from_method: str,
+    name: str,
+    sets: tuple[str, ...],
+    seeds: str | None,
+    work_dir: Path,
+) -> None:
+    """Re-synthesize, retrain and rescore one benchmark method under other synth params."""
+    bench = json.loads(bench_json.read_text())
+    overrides = parse_sets(sets, SynthParams, "a synth")
+    ev = EvalParams(**parse_sets(tuple(bench.get("evaluate_overrides", [])), EvalParams, "an evaluate"))
+    stem = bench_json.with_name(bench_json.stem + "-resynth")
+    seed_list = (
+        [int(s) for s in seeds.split(",")]
+        if seeds
+        else sorted(int(r["seed"]) for r in bench["runs"] if r["method"] == from_method)
+    )
+    if not seed_list:
+        raise click.ClickException(f"--from-method {from_method}: no such method in {bench_json}")
+    processed: dict[str, Path] = {}
+    for seed in seed_list:
+        settings, runs = _saved(stem)
+        if settings.get(name, list(sets)) != list(sets):
+            raise click.ClickException(f"--name {name} holds runs with other overrides; choose a new name")
+        if any((r.method, r.seed) == (name, seed) for r in runs):
+            click.echo(f"{name} s{seed}: already in {stem.with_suffix('.json')}, kept")
+            continue
+        exp = f"bench-{bench['dataset']}-{from_method}-s{seed}"
+        work = work_dir / f"{name}-s{seed}"
+        work.mkdir(parents=True, exist_ok=True)
+        metrics = resynth_run(open_experiment(repo, exp), exp, overrides, ev, work, processed)
+        click.echo(
+            f"{name} s{seed}: pixel AUROC {metrics['pixel_auroc']:.3f}, pixel AP {metrics['pixel_ap']:.3f}, "
+            f"mIoU {metrics['miou']:.3f}, contrast gap {metrics.get('contrast_gap', float('nan')):.1f}"
+        )
+        settings, runs = _saved(stem)  # read again: another call may have added rows meanwhile
+        settings[name] = list(sets)
+        runs.append(RunResult(name, seed, metrics))
+        runs = [RunResult(**r) for r in bench["runs"]] + runs
+        rows = aggregate(runs)
+        setting = (
+            f"The rows of `{bench_json.name}`, plus rows that reuse the denoisers of its `{from_method}` "
+            "experiments with other synth params (`benchmarks/resynth.py`; the segmenter is retrained "
+            "with each experiment's own train params). Synth overrides per new row: "
+            + "; ".join(f"`{n}`: `{' '.join(s) or 'none'}`" for n, s in settings.items())
+            + "."
+        )
+        header = {**bench, "resynth": settings}
+        overrides_eval = tuple(bench.get("evaluate_overrides", []))
+        write_tables(header, stem, overrides_eval, rows, runs, "re-synthesized", setting)
+
+
+def _saved(stem: Path) -> tuple[dict[str, list[str]], list[RunResult]]:
+    """The overrides per row name and the runs already written to `stem`.json (none at first)."""
+    path = stem.with_suffix(".json")
+    if not path.is_file():
+        return {}, []
+    saved = json.loads(path.read_text())
+    settings = saved.get("resynth", {})
+    return settings, [RunResult(**r) for r in saved["runs"] if r["method"] in settings]
+
+
+if __name__ == "__main__":
+    main()
