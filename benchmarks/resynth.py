@@ -105,8 +105,9 @@ def main(
     processed: dict[str, Path] = {}
     for seed in seed_list:
         settings, runs = _saved(stem)
-        if settings.get(name, list(sets)) != list(sets):
-            raise click.ClickException(f"--name {name} holds runs with other overrides; choose a new name")
+        this = {"from_method": from_method, "synth": list(sets)}
+        if settings.get(name, this) != this:
+            raise click.ClickException(f"--name {name} holds runs of another setting; choose a new name")
         if any((r.method, r.seed) == (name, seed) for r in runs):
             click.echo(f"{name} s{seed}: already in {stem.with_suffix('.json')}, kept")
             continue
@@ -119,24 +120,32 @@ def main(
             f"mIoU {metrics['miou']:.3f}, contrast gap {metrics.get('contrast_gap', float('nan')):.1f}"
         )
         settings, runs = _saved(stem)  # read again: another call may have added rows meanwhile
-        settings[name] = list(sets)
-        runs.append(RunResult(name, seed, metrics))
-        runs = [RunResult(**r) for r in bench["runs"]] + runs
-        rows = aggregate(runs)
-        setting = (
-            f"The rows of `{bench_json.name}`, plus rows that reuse the denoisers of its `{from_method}` "
-            "experiments with other synth params (`benchmarks/resynth.py`; the segmenter is retrained "
-            "with each experiment's own train params). Synth overrides per new row: "
-            + "; ".join(f"`{n}`: `{' '.join(s) or 'none'}`" for n, s in settings.items())
-            + "."
+        settings[name] = this
+        write_resynth(bench, bench_json.name, stem, settings, [*runs, RunResult(name, seed, metrics)])
+
+
+def write_resynth(
+    bench: dict, bench_name: str, stem: Path, settings: dict[str, dict], runs: list[RunResult]
+) -> None:
+    """`stem`.md/.json: the benchmark's rows, then one row per re-synthesized setting."""
+    setting = (
+        f"The rows of `{bench_name}`, plus rows that reuse the denoisers (and synthetic-data params) of "
+        "one of its methods with other synth params (`benchmarks/resynth.py`; the segmenter is retrained "
+        "with each experiment's own train params). New rows, from which method, with which overrides: "
+        + "; ".join(
+            f"`{n}` from `{v['from_method']}`: `{' '.join(v['synth']) or 'none'}`"
+            for n, v in settings.items()
         )
-        header = {**bench, "resynth": settings}
-        overrides_eval = tuple(bench.get("evaluate_overrides", []))
-        write_tables(header, stem, overrides_eval, rows, runs, "re-synthesized", setting)
+        + "."
+    )
+    every = [RunResult(**r) for r in bench["runs"]] + runs
+    header = {**bench, "resynth": settings}
+    evaluate = tuple(bench.get("evaluate_overrides", []))
+    write_tables(header, stem, evaluate, aggregate(every), every, "re-synthesized", setting)
 
 
-def _saved(stem: Path) -> tuple[dict[str, list[str]], list[RunResult]]:
-    """The overrides per row name and the runs already written to `stem`.json (none at first)."""
+def _saved(stem: Path) -> tuple[dict[str, dict], list[RunResult]]:
+    """The setting per new row name and its runs already written to `stem`.json (none at first)."""
     path = stem.with_suffix(".json")
     if not path.is_file():
         return {}, []

@@ -201,3 +201,20 @@ def test_sampler_contrast_reads_variants_and_measures_each_type(monkeypatch):
         images, DefectWindows(images, masks, torch.tensor([1, 2])), ["hole", "stain"]
     )
     assert table == {"hole": pytest.approx(-63.8, abs=0.1), "stain": pytest.approx(25.5, abs=0.1)}
+
+
+def test_resynth_table_keeps_the_benchmark_rows_and_reads_back_only_its_own(tmp_path, monkeypatch):
+    resynth = load_script("resynth", monkeypatch)
+    bench = {
+        "dataset": "mtd",
+        "overrides": [],
+        "evaluate_overrides": ["tta=true"],
+        "runs": [{"method": "panda", "seed": 0, "metrics": {"pixel_ap": 0.05}}],
+    }
+    settings = {"panda-g2": {"from_method": "panda", "synth": ["guidance_scale=2"]}}
+    new = [RunResult("panda-g2", 0, {"pixel_ap": 0.04})]
+    resynth.write_resynth(bench, "mtd.json", tmp_path / "mtd-resynth", settings, new)
+    text = (tmp_path / "mtd-resynth.md").read_text()
+    assert "| panda | 1 |" in text and "| panda-g2 | 1 |" in text
+    assert "`panda-g2` from `panda`: `guidance_scale=2`" in text
+    assert resynth._saved(tmp_path / "mtd-resynth") == (settings, new)

@@ -149,5 +149,18 @@ def test_mix_makes_its_share_of_each_types_pairs(workdir):
         load_manifest(processed), processed, workdir / "plain", "brick", SynthParams("cutpaste", 6)
     )
     assert set(plain["method"]) == {"cutpaste"} and len(plain) == 12
+    only = SynthParams("cutpaste", 6, defect_types=["hole"])
+    hole, _ = synthesize(load_manifest(processed), processed, workdir / "hole", "brick", only)
+    assert set(hole["defect_type"]) == {"hole"} and len(hole) == 6
+    same = hole["image_path"].iloc[0]  # a type's samples do not depend on which other types are made
+    assert (workdir / "hole" / same).read_bytes() == (workdir / "plain" / same).read_bytes()
+    with pytest.raises(PandaError, match="synth.defect_types: scratch has no gen_train"):
+        synthesize(
+            load_manifest(processed),
+            processed,
+            workdir / "x",
+            "brick",
+            SynthParams("cutpaste", 6, defect_types=["scratch"]),
+        )
     with pytest.raises(PandaError, match="synth.mix_method"):
         SynthParams("cutpaste", 6, mix_fraction=0.5).validate()

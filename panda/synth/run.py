@@ -42,6 +42,7 @@ class SynthParams:
     batch_size: int = 16
     mask_dir: str | None = None  # panda: user-supplied target masks; null = augmented gen_train masks
     guidance_scale: float = 1.0  # panda: eps_normal + s (eps - eps_normal); 1 = off (*ours*)
+    defect_types: list[str] = field(default_factory=list)  # synthesize only these types; [] = all
     mix_method: str | None = None  # another method that makes `mix_fraction` of each type's pairs
     mix_fraction: float = 0.0
 
@@ -143,14 +144,21 @@ def synthesize(
         )
     first = read_image(processed_dir / normals.iloc[0]["image_path"], "RGB")
     contexts = build_contexts(rows, processed_dir, first.shape[:2], params.placement)
+    known = [c.defect_type for c in contexts]
+    if unknown := sorted(set(params.defect_types) - set(known)):
+        raise PandaError(
+            f"synth.defect_types: {', '.join(unknown)} has no gen_train images in '{category}'; "
+            f"choose from: {', '.join(known)} (or [] for all)"
+        )
+    chosen = params.defect_types or known
     plan = [(m, n, batch_synthesizer(m, params, model_dir)) for m, n in method_counts(params)]
     records = []
     began = time.perf_counter()
     with atomic_dir(out_dir) as tmp:
-        bar = tqdm(
-            total=params.n_per_defect * len(contexts), desc=f"synthesize ({params.method})", unit="img"
-        )
+        bar = tqdm(total=params.n_per_defect * len(chosen), desc=f"synthesize ({params.method})", unit="img")
         for ti, ctx in enumerate(contexts):
+            if ctx.defect_type not in chosen:
+                continue  # seeds stay tied to the type's place among all types
             rng = np.random.default_rng([params.seed, ti])
             index = 0  # file numbering runs on across the methods of the mix
             for name, count, method in plan:
