@@ -150,10 +150,7 @@ def _saved(stem: Path) -> tuple[dict[str, dict], list[RunResult]]:
     if not path.is_file():
         return {}, []
     saved = json.loads(path.read_text())
-    settings = {  # files written before the reused method was recorded reused `panda`
-        n: v if isinstance(v, dict) else {"from_method": "panda", "synth": v}
-        for n, v in saved.get("resynth", {}).items()
-    }
+    settings = saved.get("resynth", {})
     return settings, [RunResult(**r) for r in saved["runs"] if r["method"] in settings]
 
 
