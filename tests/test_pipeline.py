@@ -133,6 +133,10 @@ def test_finetune_skips_the_denoiser_for_baseline_methods(workdir, tiny_params):
     assert not (workdir / "data/checkpoints").exists()
     result = CliRunner().invoke(cli, ["synthesize", "--method", "panda"])
     assert result.exit_code != 0 and "synth.method: panda" in result.output
+    tiny_params["synth"].update(mix_method="panda", mix_fraction=0.5)  # panda makes half: train it
+    (workdir / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    run_stage("finetune")
+    assert (model_dir / "panda.json").is_file()
 
 
 def test_train_starts_from_a_cached_pretext_when_asked(workdir, tiny_params):
