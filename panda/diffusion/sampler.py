@@ -13,8 +13,9 @@ step: `steps` calls per image, whatever the branch.
 `guidance_scale` s (*ours*, not in the reference; 1 = off): every prediction becomes
 eps_normal + s (eps - eps_normal), where eps_normal is the normal-image model (`Denoiser.normal`), as
 classifier-free guidance extrapolates away from the unconditional prediction. A from-scratch CPU
-denoiser makes defects too faint; s = 2 restores their contrast at the cost of a second denoiser call
-per step (`steps` x 2 calls per image, counted openly).
+denoiser makes defects too faint; with DDPM, s = 2 restores their contrast at the cost of a second
+denoiser call per step (`steps` x 2 calls per image, counted openly). On Magnetic Tile the segmenter
+gained nothing from it (README, "Guidance"), so the default is 1.
 With `inject_background: false` (ablation) the background enters neither x0 nor the per-step paste;
 the window is generated freely and only the final result is pasted under the mask.
 """
