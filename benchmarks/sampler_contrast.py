@@ -7,7 +7,8 @@ the real windows and of each variant's samples, and the mean absolute gap. Only 
 normal training images are read, never the test split:
     python benchmarks/sampler_contrast.py --model-dir data/models/diffusion \
         --variant default: --variant "ddpm-g2:sampler=ddpm;guidance_scale=2"
-Writes <out>.md and .json.
+Writes <out>.md and .json, and <out>.png: two windows per defect type (rows), the real defect and
+each setting's sample under its mask (columns), enlarged 3x.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from panda.data.preprocess import category_rows, load_manifest, normal_train_row
 from panda.diffusion.denoiser import PixelDenoiser
 from panda.diffusion.phase_b import DefectWindows, defect_windows
 from panda.diffusion.sampler import SamplerConfig, make_scheduler, phased_sample
+from panda.figures import grid
 from panda.io import read_image, write_json
 from panda.synth.quality import defect_contrast
 from stages.benchmark import parse_sets
@@ -57,6 +59,23 @@ def contrast_per_type(images: torch.Tensor, windows: DefectWindows, names: list[
     return {t: round(float(np.mean(v)), 1) for t, v in sorted(values.items())}
 
 
+def to_uint8(images: torch.Tensor, zoom: int = 3) -> np.ndarray:
+    """(B,3,w,w) in [-1, 1] -> (B, zoom w, zoom w, 3) uint8, pixels repeated so fine detail stays visible."""
+    x = ((images.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    return x.repeat(zoom, axis=1).repeat(zoom, axis=2)
+
+
+def sample_grid(
+    samples: dict[str, torch.Tensor], defect_ids: torch.Tensor, path: Path, per_type: int = 2
+) -> Path:
+    """Rows: the first `per_type` windows of each defect type; columns: one per setting."""
+    picks = [
+        i for d in defect_ids.unique().tolist() for i in (defect_ids == d).nonzero()[:per_type, 0].tolist()
+    ]
+    tiles = {name: to_uint8(images[picks]) for name, images in samples.items()}
+    return grid([[tiles[name][r] for name in samples] for r in range(len(picks))], path, titles=list(samples))
+
+
 def _variant(spec: str) -> tuple[str, SamplerConfig]:
     name, _, rest = spec.partition(":")
     return name, SamplerConfig(
@@ -81,6 +100,7 @@ def main(
     real, normal = window_pairs(processed_dir, category, model, seed)
     names = model.defect_types
     table = {"real gen_train": contrast_per_type(real.images, real, names)}
+    samples = {"real": real.images}
     seconds = {}
     for spec in variants:
         name, config = _variant(spec)
@@ -96,7 +116,8 @@ def main(
             torch.Generator().manual_seed(seed),
         )
         seconds[name] = round(time.perf_counter() - began, 1)
-        table[name] = contrast_per_type(model.decode(out), normal, names)
+        samples[name] = model.decode(out)
+        table[name] = contrast_per_type(samples[name], normal, names)
         click.echo(f"{name}: {table[name]} ({seconds[name]} s)")
     target = table["real gen_train"]
     lines = [
@@ -117,6 +138,7 @@ def main(
         f"{out_stem}.json",
     )
     Path(f"{out_stem}.md").write_text("\n".join(lines) + "\n")
+    sample_grid(samples, real.defect_ids, Path(f"{out_stem}.png"))
     click.echo("\n".join(lines))
 
 

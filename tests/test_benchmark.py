@@ -218,3 +218,15 @@ def test_resynth_table_keeps_the_benchmark_rows_and_reads_back_only_its_own(tmp_
     assert "| panda | 1 |" in text and "| panda-g2 | 1 |" in text
     assert "`panda-g2` from `panda`: `guidance_scale=2`" in text
     assert resynth._saved(tmp_path / "mtd-resynth") == (settings, new)
+
+
+def test_sampler_contrast_grid_has_a_row_per_window_and_a_column_per_setting(tmp_path, monkeypatch):
+    import torch
+    from PIL import Image
+
+    sc = load_script("sampler_contrast", monkeypatch)
+    ids = torch.tensor([1, 1, 1, 2, 2])
+    samples = {"real": torch.zeros(5, 3, 8, 8), "default": torch.ones(5, 3, 8, 8)}
+    path = sc.sample_grid(samples, ids, tmp_path / "g.png", per_type=2)
+    width, height = Image.open(path).size
+    assert (width, height) == (2 + 2 * (24 + 2), 12 + 2 + 4 * (24 + 2))
