@@ -17,7 +17,6 @@ import json
 from pathlib import Path
 
 import click
-import pandas as pd
 import yaml
 from rescore import fetch, open_experiment, write_tables
 
@@ -27,15 +26,9 @@ from panda.evaluate import EvalParams, evaluate
 from panda.params import section
 from panda.segment.data import load_pairs
 from panda.segment.train import TrainParams, train_segmenter
-from panda.synth.quality import contrast_by_type, contrast_report
+from panda.synth.quality import compare_contrast
 from panda.synth.run import SynthParams, load_synthetic, synthesize
 from stages.benchmark import parse_sets
-
-
-def _contrast(frame: pd.DataFrame, root: Path) -> dict[str, float]:
-    return contrast_by_type(
-        (r["defect_type"], root / r["image_path"], root / r["mask_path"]) for _, r in frame.iterrows()
-    )
 
 
 def resynth_run(
@@ -55,9 +48,7 @@ def resynth_run(
     synthetic_dir = work / "synthetic"
     frame, sec_per_image = synthesize(manifest, root, synthetic_dir, category, synth, model_dir)
     rows = category_rows(manifest, category)
-    contrast = contrast_report(
-        _contrast(rows[rows["split"] == "gen_train"], root), _contrast(frame, synthetic_dir)
-    )
+    contrast = compare_contrast(rows[rows["split"] == "gen_train"], root, frame, synthetic_dir)
     tp = section(params, "train", TrainParams, f"{name}/params.yaml")
     normal = load_pairs(root, normal_train_rows(rows))
     result = train_segmenter(

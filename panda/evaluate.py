@@ -103,9 +103,9 @@ def evaluate(
     model: SegUNet, manifest: pd.DataFrame, processed_dir: Path, category: str, params: EvalParams
 ) -> EvalResult:
     """Pooled metrics, macro averages over defect types (each scored with all test normals)."""
+    params.validate()
     frame = held_out_rows(manifest, category)
     x, y = load_pairs(processed_dir, frame)
-    params.validate()
     maps = predict_maps(model, x, tta=params.tta, smooth_sigma=params.smooth_sigma)
     masks = y[:, 0].numpy().astype(np.uint8)
     pooled = compute_metrics(maps, masks, params.threshold, params.max_fpr)

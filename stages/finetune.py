@@ -13,6 +13,7 @@ from panda.diffusion.pixel import FinetuneParams, as_model_channels, train_phase
 from panda.io import atomic_dir, read_image, write_json
 from panda.params import section
 from panda.segment.data import load_pairs
+from panda.synth.run import SynthParams, method_counts
 from panda.tracking import project_root, stage_run
 from stages.common import (
     CHECKPOINT_DIR,
@@ -31,7 +32,7 @@ def _skip(method: str, out_dir: Path, data: DataParams, experiment: str) -> None
     """Baseline synthesizers need no denoiser: write a marker instead of spending minutes training one.
 
     DVC reruns this stage when `synth.method` changes back to panda, or panda joins as
-    `synth.mix_method` (they are among the stage's params).
+    `synth.mix_method` (the keys `method_counts` reads are among the stage's params).
     """
     note = f"synth.method = {method} does not use the diffusion model, so none was trained.\n"
     with atomic_dir(out_dir) as tmp:
@@ -59,10 +60,9 @@ def finetune(
     ft = section(
         params, "finetune", FinetuneParams, str(params_path), steps=steps, phase_b_steps=phase_b_steps
     )
-    synth = params.get("synth") or {}
-    method = str(synth.get("method", "panda"))
-    if method != "panda" and not (synth.get("mix_method") == "panda" and synth.get("mix_fraction")):
-        _skip(method, out_dir, data, tracking.experiment)
+    synth = section(params, "synth", SynthParams, str(params_path))
+    if "panda" not in [m for m, _ in method_counts(synth)]:
+        _skip(synth.method, out_dir, data, tracking.experiment)
         return
     rows = category_rows(load_manifest(PROCESSED_DIR), data.category)
     images, _ = load_pairs(PROCESSED_DIR, normal_train_rows(rows))

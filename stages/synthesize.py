@@ -11,7 +11,7 @@ from panda.data.preprocess import category_rows, load_manifest
 from panda.figures import grid, overlay
 from panda.io import read_image, write_json
 from panda.params import section
-from panda.synth.quality import contrast_by_type, contrast_report
+from panda.synth.quality import compare_contrast
 from panda.synth.run import SynthParams, synthesize
 from panda.tracking import stage_run
 from stages.common import (
@@ -46,13 +46,6 @@ def _grid(real: pd.DataFrame, synthetic: pd.DataFrame, synthetic_dir: Path, path
     return grid(rows, path, titles=["real"] + [""] * 3 + ["synthetic"])
 
 
-def _contrast(frame: pd.DataFrame, root: Path) -> dict[str, float]:
-    """Defect-vs-surroundings contrast per type: is a synthetic defect as visible as a real one?"""
-    return contrast_by_type(
-        (r["defect_type"], root / r["image_path"], root / r["mask_path"]) for _, r in frame.iterrows()
-    )
-
-
 @click.command("synthesize")
 @params_option
 @click.option("--method", help="Overrides synth.method.")
@@ -70,7 +63,7 @@ def synthesize_cmd(
     frame, sec_per_image = synthesize(manifest, PROCESSED_DIR, out_dir, data.category, synth, DIFFUSION_DIR)
     real = category_rows(manifest, data.category).query("split == 'gen_train'")
     figure = _grid(real, frame, out_dir, FIGURES_DIR / "synthetic_samples.png")
-    contrast = contrast_report(_contrast(real, PROCESSED_DIR), _contrast(frame, out_dir))
+    contrast = compare_contrast(real, PROCESSED_DIR, frame, out_dir)
     write_json(
         {
             "method": synth.method,

@@ -8,10 +8,10 @@ than their surroundings). It reads only `gen_train` and synthetic images, never 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from scipy import ndimage
 
 from panda.io import read_image
@@ -30,13 +30,13 @@ def defect_contrast(image: np.ndarray, mask: np.ndarray, ring: int = 4) -> float
     return float(gray[inside].mean() - gray[around].mean())
 
 
-def contrast_by_type(pairs: Iterable[tuple[str, Path, Path]]) -> dict[str, float]:
-    """Mean contrast per defect type over (defect_type, image path, mask path) triples."""
+def contrast_by_type(frame: pd.DataFrame, root: Path) -> dict[str, float]:
+    """Mean contrast per defect type of manifest rows (image and mask paths relative to `root`)."""
     values: dict[str, list[float]] = {}
-    for defect_type, image_path, mask_path in pairs:
-        c = defect_contrast(read_image(image_path, "RGB"), read_image(mask_path, "L") >= 128)
-        if c is not None:
-            values.setdefault(defect_type, []).append(c)
+    for _, r in frame.iterrows():
+        image, mask = read_image(root / r["image_path"], "RGB"), read_image(root / r["mask_path"], "L") >= 128
+        if (c := defect_contrast(image, mask)) is not None:
+            values.setdefault(r["defect_type"], []).append(c)
     return {t: float(np.mean(v)) for t, v in sorted(values.items())}
 
 
@@ -52,3 +52,10 @@ def contrast_report(real: dict[str, float], synthetic: dict[str, float]) -> dict
     if gaps:
         out["contrast_gap"] = round(float(np.mean(gaps)), 2)
     return out
+
+
+def compare_contrast(
+    real: pd.DataFrame, real_root: Path, synthetic: pd.DataFrame, synthetic_root: Path
+) -> dict[str, float]:
+    """`contrast_report` of the synthetic pairs against the real defects (both as manifest rows)."""
+    return contrast_report(contrast_by_type(real, real_root), contrast_by_type(synthetic, synthetic_root))
