@@ -22,9 +22,9 @@ from rescore import fetch, open_experiment, write_tables
 
 from panda.benchmark import RunResult, aggregate
 from panda.data.preprocess import category_rows, load_manifest, normal_train_rows
-from panda.evaluate import EvalParams, evaluate
+from panda.evaluate import EvalParams, evaluate, validation_metrics
 from panda.params import section
-from panda.segment.data import load_pairs
+from panda.segment.data import load_pairs, load_synthetic_pairs
 from panda.segment.train import TrainParams, train_segmenter
 from panda.synth.quality import compare_contrast
 from panda.synth.run import SynthParams, load_synthetic, synthesize
@@ -32,9 +32,16 @@ from stages.benchmark import parse_sets
 
 
 def resynth_run(
-    fs, name: str, overrides: dict, ev: EvalParams, work: Path, processed: dict[str, Path]
+    fs,
+    name: str,
+    overrides: dict,
+    ev: EvalParams,
+    work: Path,
+    processed: dict[str, Path],
+    train_overrides: dict | None = None,
 ) -> dict:
-    """Synthesize with `overrides` from experiment `name`'s denoiser, train, evaluate; its metrics."""
+    """Synthesize with `overrides` from experiment `name`'s denoiser, train (with `train_overrides`),
+    evaluate on the test split and on the validation split; test metrics plus `val_*` ones."""
     params = yaml.safe_load(fs.read_text("params.yaml"))
     category = params["data"]["category"]
     model_dir, partial = work / "diffusion", work / "diffusion.partial"
@@ -49,12 +56,12 @@ def resynth_run(
     frame, sec_per_image = synthesize(manifest, root, synthetic_dir, category, synth, model_dir)
     rows = category_rows(manifest, category)
     contrast = compare_contrast(rows[rows["split"] == "gen_train"], root, frame, synthetic_dir)
-    tp = section(params, "train", TrainParams, f"{name}/params.yaml")
+    tp = section(params, "train", TrainParams, f"{name}/params.yaml", **(train_overrides or {}))
     normal = load_pairs(root, normal_train_rows(rows))
-    result = train_segmenter(
-        normal, load_pairs(synthetic_dir, load_synthetic(synthetic_dir)), tp, work / "train_ckpt.pt"
-    )
+    pairs = load_synthetic_pairs(synthetic_dir, load_synthetic(synthetic_dir), root, tp.label_min_change)
+    result = train_segmenter(normal, pairs, tp, work / "train_ckpt.pt")
     metrics = evaluate(result.model, manifest, root, category, ev).metrics
+    metrics |= validation_metrics(result.model, manifest, root, category, ev)
     return {**metrics, **contrast, "seconds_per_image": sec_per_image, "train_seconds": result.seconds}
 
 
@@ -64,6 +71,7 @@ def resynth_run(
 @click.option("--from-method", default="panda", show_default=True, help="Whose denoisers to reuse.")
 @click.option("--name", required=True, help="Row name for this setting, e.g. panda-ddpm-g2.")
 @click.option("-S", "--set", "sets", multiple=True, help="Synth override, e.g. -S sampler=ddpm.")
+@click.option("-T", "--train-set", "train_sets", multiple=True, help="Train override: -T label_min_change=8.")
 @click.option("--seeds", default=None, help="Comma-separated seeds (default: those of --from-method).")
 @click.option(
     "--work-dir",
@@ -78,12 +86,14 @@ def main(
     from_method: str,
     name: str,
     sets: tuple[str, ...],
+    train_sets: tuple[str, ...],
     seeds: str | None,
     work_dir: Path,
 ) -> None:
     """Re-synthesize, retrain and rescore one benchmark method under other synth params."""
     bench = json.loads(bench_json.read_text())
     overrides = parse_sets(sets, SynthParams, "a synth")
+    train_overrides = parse_sets(train_sets, TrainParams, "a train")
     ev = EvalParams(**parse_sets(tuple(bench.get("evaluate_overrides", [])), EvalParams, "an evaluate"))
     stem = bench_json.with_name(bench_json.stem + "-resynth")
     seed_list = (
@@ -96,7 +106,9 @@ def main(
     processed: dict[str, Path] = {}
     for seed in seed_list:
         settings, runs = _saved(stem)
-        this = {"from_method": from_method, "synth": list(sets)}
+        this: dict = {"from_method": from_method, "synth": list(sets)}
+        if train_sets:  # rows from before train overrides existed have no "train" key
+            this["train"] = list(train_sets)
         if settings.get(name, this) != this:
             raise click.ClickException(f"--name {name} holds runs of another setting; choose a new name")
         if any((r.method, r.seed) == (name, seed) for r in runs):
@@ -105,10 +117,13 @@ def main(
         exp = f"bench-{bench['dataset']}-{from_method}-s{seed}"
         work = work_dir / f"{name}-s{seed}"
         work.mkdir(parents=True, exist_ok=True)
-        metrics = resynth_run(open_experiment(repo, exp), exp, overrides, ev, work, processed)
+        metrics = resynth_run(
+            open_experiment(repo, exp), exp, overrides, ev, work, processed, train_overrides
+        )
         click.echo(
             f"{name} s{seed}: pixel AUROC {metrics['pixel_auroc']:.3f}, pixel AP {metrics['pixel_ap']:.3f}, "
-            f"mIoU {metrics['miou']:.3f}, contrast gap {metrics.get('contrast_gap', float('nan')):.1f}"
+            f"mIoU {metrics['miou']:.3f}, contrast gap {metrics.get('contrast_gap', float('nan')):.1f}; "
+            f"validation pixel AP {metrics['val_pixel_ap']:.3f}"
         )
         settings, runs = _saved(stem)  # read again: another call may have added rows meanwhile
         settings[name] = this
@@ -122,9 +137,10 @@ def write_resynth(
     setting = (
         f"The rows of `{bench_name}`, plus rows that reuse the denoisers (and synthetic-data params) of "
         "one of its methods with other synth params (`benchmarks/resynth.py`; the segmenter is retrained "
-        "with each experiment's own train params). New rows, from which method, with which overrides: "
+        "with each experiment's own train params plus any train overrides). New rows, from which method, "
+        "with which overrides: "
         + "; ".join(
-            f"`{n}` from `{v['from_method']}`: `{' '.join(v['synth']) or 'none'}`"
+            f"`{n}` from `{v['from_method']}`: `{' '.join(v['synth'] + v.get('train', [])) or 'none'}`"
             for n, v in settings.items()
         )
         + "."

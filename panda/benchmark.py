@@ -12,6 +12,7 @@ HEADLINE = ["pixel_auroc", "pixel_ap", "f1_max", "aupro", "image_auroc", "iou", 
 POOLED = ["pooled_pixel_auroc", "pooled_pixel_ap", "pooled_image_auroc"]
 COST = ["seconds_per_image", "train_seconds"]
 PER_TYPE = ["pixel_auroc", "pixel_ap", "image_auroc", "miou"]
+VALIDATION = ["val_pixel_auroc", "val_pixel_ap", "val_image_auroc", "val_miou"]  # panda.evaluate
 
 
 @dataclass
@@ -45,7 +46,7 @@ def _cell(row: dict, key: str, digits: int = 3) -> str:
 
 def defect_types(rows: Sequence[dict]) -> list[str]:
     return sorted(
-        {k[: -len("_pixel_auroc")] for r in rows for k in r if k.endswith("_pixel_auroc")} - {"pooled"}
+        {k[: -len("_pixel_auroc")] for r in rows for k in r if k.endswith("_pixel_auroc")} - {"pooled", "val"}
     )
 
 
@@ -79,4 +80,15 @@ def to_markdown(rows: Sequence[dict], title: str, setting: str) -> str:
         ]
         for r in rows:
             lines.append(f"| {r['method']} | " + " | ".join(_cell(r, f"{t}_{metric}") for t in types) + " |")
+    scored = [r for r in rows if "val_pixel_ap" in r]
+    if scored:
+        lines += [
+            "",
+            "## Validation: gen_train defects with the train normals (not the test split)",
+            "",
+            "| method | " + " | ".join(VALIDATION) + " |",
+            "|---" * (len(VALIDATION) + 1) + "|",
+        ]
+        for r in scored:
+            lines.append(f"| {r['method']} | " + " | ".join(_cell(r, c) for c in VALIDATION) + " |")
     return "\n".join(lines) + "\n"

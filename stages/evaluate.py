@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from panda.data.preprocess import load_manifest
-from panda.evaluate import EvalParams, evaluate, qualitative_grid
+from panda.evaluate import EvalParams, evaluate, qualitative_grid, validation_metrics
 from panda.io import write_json
 from panda.params import section
 from panda.segment.train import load_model
@@ -38,8 +38,12 @@ def evaluate_cmd(params_path: Path, model_path: Path, category: str | None, repo
     """Pixel AUROC/AP, F1-max, AUPRO, image AUROC, IoU, mIoU, pixel accuracy; per defect type too."""
     params, data, tracking = read_sections(params_path, category=category)
     ev = section(params, "evaluate", EvalParams, str(params_path))
-    result = evaluate(load_model(model_path), load_manifest(PROCESSED_DIR), PROCESSED_DIR, data.category, ev)
-    metrics = {k: round(v, 6) if isinstance(v, float) else v for k, v in result.metrics.items()}
+    model, manifest = load_model(model_path), load_manifest(PROCESSED_DIR)
+    result = evaluate(model, manifest, PROCESSED_DIR, data.category, ev)
+    metrics = dict(result.metrics)
+    if ev.validation:  # for choosing settings in `dvc exp show` without looking at the test split
+        metrics |= validation_metrics(model, manifest, PROCESSED_DIR, data.category, ev)
+    metrics = {k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}
     write_json(metrics, reports_dir / "metrics.json")
     per_defect = reports_dir / "per_defect.csv"
     result.per_defect.round(6).to_csv(per_defect, index=False)

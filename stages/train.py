@@ -9,7 +9,7 @@ import click
 from panda.data.preprocess import category_rows, load_manifest, normal_train_rows
 from panda.io import write_json
 from panda.params import section
-from panda.segment.data import load_pairs
+from panda.segment.data import load_pairs, load_synthetic_pairs
 from panda.segment.train import TrainParams, save_model, train_segmenter
 from panda.synth.run import load_synthetic
 from panda.tracking import project_root, stage_run
@@ -38,7 +38,8 @@ def train(params_path: Path, steps: int | None, category: str | None, out_path: 
     tp = section(params, "train", TrainParams, str(params_path), steps=steps)
     rows = category_rows(load_manifest(PROCESSED_DIR), data.category)
     normal = load_pairs(PROCESSED_DIR, normal_train_rows(rows))
-    synthetic = load_pairs(SYNTHETIC_DIR, load_synthetic(SYNTHETIC_DIR))
+    frame = load_synthetic(SYNTHETIC_DIR)
+    synthetic = load_synthetic_pairs(SYNTHETIC_DIR, frame, PROCESSED_DIR, tp.label_min_change)
     with stage_run("train", tracking.experiment, {"data": vars(data), "train": vars(tp)}, tags(data)):
         import mlflow
 

@@ -230,3 +230,34 @@ def test_sampler_contrast_grid_has_a_row_per_window_and_a_column_per_setting(tmp
     path = sc.sample_grid(samples, ids, tmp_path / "g.png", per_type=2)
     width, height = Image.open(path).size
     assert (width, height) == (2 + 2 * (24 + 2), 12 + 2 + 4 * (24 + 2))
+
+
+def test_validation_rows_get_their_own_table_and_are_not_a_defect_type():
+    runs = [
+        RunResult(
+            "panda",
+            0,
+            {"pixel_ap": 0.1, "crack_pixel_auroc": 0.9, "val_pixel_auroc": 0.8, "val_pixel_ap": 0.3},
+        )
+    ]
+    md = to_markdown(aggregate(runs), "Benchmark: x", "setting")
+    assert "## Validation" in md and "| panda | 0.800 ± 0.000 | 0.300 ± 0.000 | - | - |" in md
+    assert "| method | crack |" in md  # "val" is no defect type
+    assert "## Validation" not in to_markdown(aggregate([RunResult("a", 0, {"pixel_ap": 0.1})]), "x", "y")
+
+
+def test_the_validation_split_is_gen_train_defects_with_train_normals_of_one_category():
+    import pandas as pd
+
+    from panda.evaluate import with_validation_split
+
+    manifest = pd.DataFrame(
+        {
+            "category": ["tile"] * 5 + ["other"],
+            "split": ["train", "test", "gen_train", "test", "gen_train", "gen_train"],
+            "defect_type": ["good", "good", "crack", "crack", "fray", "crack"],
+        }
+    )
+    val = with_validation_split(manifest, "tile")
+    assert val["split"].tolist() == ["val", "test", "val", "test", "val", "gen_train"]
+    assert manifest["split"].iloc[0] == "train"  # the caller's manifest is left alone

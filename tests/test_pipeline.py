@@ -34,6 +34,8 @@ def test_pipeline_end_to_end_tracked_and_deterministic(workdir):
     for key in METRIC_KEYS:
         assert 0.0 <= metrics[key] <= 1.0, key
         assert f"pooled_{key}" in metrics
+    for key in ("pixel_auroc", "pixel_ap", "image_auroc", "miou"):  # the validation split, for tuning
+        assert 0.0 <= metrics[f"val_{key}"] <= 1.0, key
     assert (workdir / "reports/plots/roc.json").is_file() and (workdir / "reports/per_defect.csv").is_file()
     for fig in ("preprocess_samples", "synthetic_samples", "evaluate_samples"):
         assert (workdir / f"reports/figures/{fig}.png").is_file()

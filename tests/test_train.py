@@ -1,12 +1,17 @@
-"""Segmenter training: an interrupted run resumed from its checkpoint equals an uninterrupted one."""
+"""Segmenter training: exact resume, EMA, augmentation, pretext, and labels from the synthesis's change."""
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
+from PIL import Image
 
 from panda.errors import PandaError
-from panda.segment.train import TrainParams, train_segmenter
+from panda.segment.data import IGNORE, ignore_unchanged, load_synthetic_pairs
+from panda.segment.train import TrainParams, seg_loss, train_segmenter
 from panda.segment.unet import SegUNet, count_parameters
 
 
@@ -148,3 +153,53 @@ def test_training_from_an_init_copies_it_and_checks_its_shape():
     assert not torch.equal(trained[conv], scratch[conv])
     with pytest.raises(PandaError, match="base_channels=8"):
         train_segmenter(normal, synthetic, TrainParams(**{**PARAMS.__dict__, "base_channels": 8}), init=init)
+
+
+def test_unchanged_mask_pixels_are_ignored_changed_ones_and_the_outside_kept():
+    background = torch.zeros(1, 3, 16, 16)
+    x = background.clone()
+    x[..., 4:8, 4:8] = 0.5  # the synthesis changed only this block of the 2..12 mask
+    y = torch.zeros(1, 1, 16, 16)
+    y[..., 2:12, 2:12] = 1
+    x[..., 14, 14] = 0.5  # a change outside the mask stays a normal pixel
+    out = ignore_unchanged(x, y, background, min_change=8)
+    assert (out[..., 4:8, 4:8] == 1).all()
+    assert (out[..., 9:12, 2:12] == IGNORE).all() and (out[..., 2:12, 9:12] == IGNORE).all()
+    assert (out[y == 0] == 0).all()
+    assert torch.equal(ignore_unchanged(x, y, background, min_change=0.0), y)
+
+
+def test_the_loss_does_not_see_ignored_pixels_and_is_unchanged_without_them():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 1, 8, 8, generator=g, requires_grad=True)
+    target = (torch.rand(2, 1, 8, 8, generator=g) > 0.7).float()
+    plain = F.binary_cross_entropy_with_logits(logits, target)
+    prob = torch.sigmoid(logits)
+    plain = plain + 1 - (2 * (prob * target).sum() + 1) / (prob.sum() + target.sum() + 1)
+    assert seg_loss(logits, target).item() == pytest.approx(plain.item(), rel=1e-6)
+    target[:, :, :4] = IGNORE
+    seg_loss(logits, target).backward()
+    assert (logits.grad[:, :, :4] == 0).all() and (logits.grad[:, :, 4:] != 0).any()
+
+
+def test_synthetic_pairs_take_their_labels_from_the_change_to_their_background(tmp_path):
+    def save(rel: str, array: np.ndarray) -> None:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(array).save(tmp_path / rel)
+
+    bg = np.full((16, 16), 100, np.uint8)
+    img, mask = bg.copy(), np.zeros((16, 16), np.uint8)
+    img[2:6, 2:6], mask[2:12, 2:12] = 30, 255
+    save("normal/bg.png", bg), save("syn/a.png", img), save("syn/a_mask.png", mask)
+    frame = pd.DataFrame(
+        {"image_path": ["syn/a.png"], "mask_path": ["syn/a_mask.png"], "background": ["normal/bg.png"]}
+    )
+    _, plain = load_synthetic_pairs(tmp_path, frame, tmp_path)
+    _, refined = load_synthetic_pairs(tmp_path, frame, tmp_path, min_change=8)
+    assert plain.sum() == 100 and (refined[0, 0, 2:6, 2:6] == 1).all()
+    assert (refined[0, 0, 10:12, 10:12] == IGNORE).all()
+
+
+def test_label_min_change_outside_gray_levels_is_refused_with_its_key():
+    with pytest.raises(PandaError, match="train.label_min_change"):
+        TrainParams(steps=1, label_min_change=-1).validate()

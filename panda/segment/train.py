@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from panda.errors import PandaError
 from panda.io import job_key, load_checkpoint, save_checkpoint
-from panda.segment.data import normalize
+from panda.segment.data import IGNORE, normalize
 from panda.segment.pretext import PretextParams, pretrain_restoration
 from panda.segment.unet import SegUNet, count_parameters
 
@@ -41,6 +41,7 @@ class TrainParams:
     photometric: float = 0.0  # brightness/contrast jitter strength (0 = off; 1 = +-0.1, x exp(+-0.3))
     ema_decay: float = 0.0  # keep and return an EMA of the weights (BatchNorm statistics too); 0 = off
     pretext_steps: int = 0  # start from a U-Net pretrained this long to restore normals (0 = scratch)
+    label_min_change: float = 0.0  # skip mask pixels changed by less (gray levels, 0-255); 0 = off
     seed: int = 0
 
     def validate(self) -> None:
@@ -54,6 +55,10 @@ class TrainParams:
             raise PandaError("train.normal_fraction and train.val_fraction must lie in [0, 1)")
         if self.pretext_steps < 0:
             raise PandaError(f"train.pretext_steps = {self.pretext_steps} must be >= 0 (0 = off)")
+        if not 0 <= self.label_min_change <= 255:
+            raise PandaError(
+                f"train.label_min_change = {self.label_min_change} must lie in [0, 255] gray levels (0 = off)"
+            )
         if not 0 <= self.ema_decay < 1:
             raise PandaError(f"train.ema_decay = {self.ema_decay} must lie in [0, 1) (0 = off)")
 
@@ -72,9 +77,15 @@ class TrainResult:
 
 
 def seg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """BCE + soft dice: BCE trains every pixel, dice keeps tiny defects from drowning in background."""
-    bce = F.binary_cross_entropy_with_logits(logits, target)
-    prob = torch.sigmoid(logits)
+    """BCE + soft dice: BCE trains every pixel, dice keeps tiny defects from drowning in background.
+
+    Pixels whose target is IGNORE take no part in either term.
+    """
+    valid = (target != IGNORE).float()
+    target = target * valid
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    bce = (bce * valid).sum() / valid.sum().clamp(min=1)
+    prob = torch.sigmoid(logits) * valid
     inter = (prob * target).sum()
     dice = 1 - (2 * inter + 1) / (prob.sum() + target.sum() + 1)
     return bce + dice
@@ -160,7 +171,9 @@ def _validate(model: SegUNet, x: torch.Tensor, y: torch.Tensor, batch: int = 32)
         logits = model(normalize(x[i : i + batch]))
         target = y[i : i + batch]
         losses.append(seg_loss(logits, target).item() * len(target))
-        pred = (logits > 0).float()
+        valid = (target != IGNORE).float()
+        target = target * valid
+        pred = (logits > 0).float() * valid
         inter += (pred * target).sum().item()
         total += pred.sum().item() + target.sum().item()
     model.train()
