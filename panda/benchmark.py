@@ -8,11 +8,13 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from panda.evaluate import VALIDATION_KEYS
+
 HEADLINE = ["pixel_auroc", "pixel_ap", "f1_max", "aupro", "image_auroc", "iou", "miou", "pixel_acc"]
 POOLED = ["pooled_pixel_auroc", "pooled_pixel_ap", "pooled_image_auroc"]
 COST = ["seconds_per_image", "train_seconds"]
 PER_TYPE = ["pixel_auroc", "pixel_ap", "image_auroc", "miou"]
-VALIDATION = ["val_pixel_auroc", "val_pixel_ap", "val_image_auroc", "val_miou"]  # panda.evaluate
+VALIDATION = [f"val_{k}" for k in VALIDATION_KEYS]
 
 
 @dataclass
