@@ -88,7 +88,7 @@ def finetune(
             )
             for _, r in gen.iterrows()
         ]
-        windows = defect_windows(examples, ft.window)
+        windows = defect_windows(examples, ft.window, ft.window_mode)
         phase_b = train_phase_b(
             model,
             phase_a.scheduler,

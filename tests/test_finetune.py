@@ -10,7 +10,7 @@ from diffusers import DDIMScheduler
 
 from panda.diffusion.denoiser import PixelDenoiser
 from panda.diffusion.mga import MaskGuidanceAdapter
-from panda.diffusion.phase_b import crop_box, defect_windows, pma_mask, train_phase_b
+from panda.diffusion.phase_b import MAX_TILES, crop_box, defect_windows, native_tiles, pma_mask, train_phase_b
 from panda.diffusion.pixel import (
     FinetuneParams,
     as_model_channels,
@@ -134,3 +134,55 @@ def test_gray_datasets_get_a_one_channel_denoiser_that_still_returns_rgb():
     assert out.shape == gray.shape
     assert torch.allclose(out[mask.expand_as(out) == 0], gray[mask.expand_as(out) == 0], atol=1e-5)
     assert torch.equal(out[:, 0], out[:, 2])
+
+
+def test_native_tiles_cover_a_long_defect_at_full_resolution():
+    mask = np.zeros((128, 128), bool)
+    mask[20:21, 10:110] = True  # a 1 px crack, 100 px long: resize mode would shrink it 4x
+    image = np.random.default_rng(0).integers(0, 255, (128, 128, 3), dtype=np.uint8)
+    windows = defect_windows([(image, mask, 1)], 32, mode="native")
+    assert windows.images.shape == (MAX_TILES, 3, 32, 32)
+    assert windows.masks.sum(dim=(1, 2, 3)).tolist() == [32] * MAX_TILES  # the crack, 1 px wide, unbroken
+    tiles = native_tiles(mask, 32)
+    y, x = tiles[0]
+    assert torch.equal(
+        windows.images[0], torch.from_numpy(image[y : y + 32, x : x + 32]).permute(2, 0, 1) / 127.5 - 1
+    )
+    small = np.zeros((128, 128), bool)
+    small[50:55, 60:64] = True  # fits: one window, the same one resize mode uses, unresized
+    assert native_tiles(small, 32) == [crop_box(small, 32)[:2]]
+
+
+def _saved_model(tmp_path):
+    torch.manual_seed(0)
+    model = PixelDenoiser(build_unet(PARAMS, 3, num_classes=2), ["crack"], [8])
+    model.save(tmp_path)
+    build_scheduler(PARAMS).save_pretrained(tmp_path / "scheduler")
+    return tmp_path
+
+
+def test_native_windows_sample_each_mask_at_its_own_side(tmp_path, monkeypatch):
+    from panda.synth import panda as synth_panda
+
+    sides = []
+    real = synth_panda.phased_sample
+
+    def spy(model, scheduler, background, *args):
+        sides.append(tuple(background.shape))
+        return real(model, scheduler, background, *args)
+
+    monkeypatch.setattr(synth_panda, "phased_sample", spy)
+    synth = synth_panda.PandaSynthesizer(
+        _saved_model(tmp_path), SamplerConfig(steps=2, pma_steps=1), 0, "native"
+    )
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for _ in range(3)]
+    masks = [np.zeros((64, 64), bool) for _ in range(3)]
+    masks[0][10:12, 5:45] = True  # 40 px long: 1.25 x 40 = 50 -> 64 (multiple of 16, fits the image)
+    masks[1][30:34, 30:34] = True  # small: the denoiser's own 16 px window
+    masks[2][40:42, 8:40] = True  # 32 px long: 40 -> 48
+    assert [synth_panda.native_side(m, 16) for m in masks] == [64, 16, 48]
+    out = synth.batch(images, masks, "crack")
+    assert sorted(sides) == [(1, 3, 16, 16), (1, 3, 48, 48), (1, 3, 64, 64)]  # grouped by side, no resize
+    for image, mask, edited in zip(images, masks, out, strict=True):
+        assert np.array_equal(edited[~mask], image[~mask]) and (edited[mask] != image[mask]).any()

@@ -164,3 +164,14 @@ def test_mix_makes_its_share_of_each_types_pairs(workdir):
         )
     with pytest.raises(PandaError, match="synth.mix_method"):
         SynthParams("cutpaste", 6, mix_fraction=0.5).validate()
+
+
+def test_window_modes_are_checked_by_key():
+    from panda.diffusion.pixel import FinetuneParams
+    from panda.errors import PandaError
+    from panda.synth.run import SynthParams
+
+    with pytest.raises(PandaError, match="synth.window_mode = 'crop'"):
+        SynthParams("panda", 6, window_mode="crop").validate()
+    with pytest.raises(PandaError, match="finetune.window_mode = 'tiles'"):
+        FinetuneParams(steps=1, window_mode="tiles").validate()

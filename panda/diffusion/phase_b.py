@@ -1,8 +1,11 @@
 """Phase B (method.md section 2): defect-type embedding + the two Mask Guidance Adapters.
 
 Trained only on `gen_train` defects, on windows around each defect: a square of side
-max(window, 1.25 x the mask's bounding box) centred on the defect, resized to `window` px, so large
-defects (Magnetic Tile Uneven) fit whole and small ones keep their native resolution.
+max(window, 1.25 x the mask's bounding box) centred on the defect. `window_mode: resize` shrinks it
+to `window` px, so large defects (Magnetic Tile Uneven) fit whole and small ones keep their native
+resolution; `native` (*ours*, pairs with `synth.window_mode: native`) keeps every pixel at the
+image's resolution and cuts a larger window into up to `MAX_TILES` window-sized tiles, those holding
+the most defect pixels, so thin cracks are learnt at the width they are sampled at.
 Loss per batch, one t for both branches, independent noises eps, eps':
   x_t = q(z0, t), eps_A = G_A(U(x_t, t, c), M_t);  y_t = q(M z0, t), eps_O = G_O(U(y_t, t, c), M)
   L = 4 mean|M_t (eps - eps_A)| + 1 mean|eps' - eps_O|,  M_t = M + a(t) (1 - M),
@@ -28,6 +31,8 @@ from panda.diffusion.denoiser import PixelDenoiser
 from panda.diffusion.pixel import make_ema
 from panda.io import job_key, load_checkpoint, save_checkpoint
 
+MAX_TILES = 4  # native window_mode: tiles per large defect, so big types do not swamp the batches
+
 
 @dataclass
 class DefectWindows:
@@ -47,11 +52,35 @@ def crop_box(mask: np.ndarray, window: int, scale: float = 1.25) -> tuple[int, i
     return top, left, side
 
 
-def defect_windows(examples: list[tuple[np.ndarray, np.ndarray, int]], window: int) -> DefectWindows:
-    """Crop and resize every (image RGB uint8, mask bool, defect id) to a window x window pair."""
+def native_tiles(mask: np.ndarray, window: int, max_tiles: int = MAX_TILES) -> list[tuple[int, int]]:
+    """(top, left) of window-sized tiles over crop_box's square, at half-window stride, keeping the
+    `max_tiles` that hold the most mask pixels (a defect that fits yields its one crop_box window)."""
+    top, left, side = crop_box(mask, window)
+    if side <= window:
+        return [(top, left)]
+    starts = [
+        np.unique(np.linspace(o, o + side - window, -(-2 * (side - window) // window) + 1).round())
+        for o in (top, left)
+    ]
+    tiles = [(int(y), int(x)) for y in starts[0] for x in starts[1]]
+    counts = [int(mask[y : y + window, x : x + window].sum()) for y, x in tiles]
+    order = sorted(range(len(tiles)), key=lambda i: -counts[i])[:max_tiles]
+    return [tiles[i] for i in sorted(order) if counts[i] > 0]
+
+
+def defect_windows(
+    examples: list[tuple[np.ndarray, np.ndarray, int]], window: int, mode: str = "resize"
+) -> DefectWindows:
+    """Every (image RGB uint8, mask bool, defect id) as window x window pairs (see `window_mode`)."""
     imgs, masks, ids = [], [], []
     for image, mask, defect_id in examples:
         if not mask.any():
+            continue
+        if mode == "native":
+            for y, x in native_tiles(mask, window):
+                imgs.append(image[y : y + window, x : x + window])
+                masks.append(mask[y : y + window, x : x + window])
+                ids.append(defect_id)
             continue
         top, left, side = crop_box(mask, window)
         crop = Image.fromarray(image[top : top + side, left : left + side]).resize(

@@ -44,6 +44,7 @@ class FinetuneParams:
     mga_channels: list[int] = field(default_factory=lambda: [16, 32, 64, 32, 16])
     unfreeze_base: bool = False
     pma_tau: float = 0.2
+    window_mode: str = "resize"  # phase B windows: resize to `window`, or native-resolution tiles
 
     def validate(self) -> None:
         if self.phase_b_steps < 0 or not 0 <= self.pma_tau < 1:
@@ -56,6 +57,8 @@ class FinetuneParams:
             )
         if self.steps < 1:
             raise PandaError("finetune.steps must be >= 1")
+        if self.window_mode not in ("resize", "native"):
+            raise PandaError(f"finetune.window_mode = '{self.window_mode}': use 'resize' or 'native'")
         if not 0 <= self.ema_decay < 1:
             raise PandaError("finetune.ema_decay must lie in [0, 1) (0 = no EMA)")
 

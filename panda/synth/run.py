@@ -24,6 +24,7 @@ from panda.synth.real import real_paste
 BatchSynthesizer = Callable[[list[np.ndarray], DefectContext, np.random.Generator], list[Sample]]
 MANIFEST = "manifest.csv"
 METHODS = ("panda", "cutpaste", "draem", "real")
+WINDOW_MODES = ("resize", "native")  # panda.synth.panda says what each does
 
 
 @dataclass
@@ -45,6 +46,7 @@ class SynthParams:
     defect_types: list[str] = field(default_factory=list)  # synthesize only these types; [] = all
     mix_method: str | None = None  # another method that makes `mix_fraction` of each type's pairs
     mix_fraction: float = 0.0
+    window_mode: str = "resize"  # panda: resize windows to the denoiser's side, or sample at native size
 
     def sampler_config(self) -> SamplerConfig:
         return SamplerConfig(
@@ -70,6 +72,10 @@ class SynthParams:
             )
         if not 0 <= self.mix_fraction <= 1:
             raise PandaError("synth.mix_fraction must lie in [0, 1] (0 = no mix)")
+        if self.window_mode not in WINDOW_MODES:
+            raise PandaError(
+                f"synth.window_mode = '{self.window_mode}': use one of {', '.join(WINDOW_MODES)}"
+            )
         if self.n_per_defect < 1 or self.batch_size < 1:
             raise PandaError("synth.n_per_defect and synth.batch_size must be >= 1")
         self.sampler_config().validate()
@@ -86,7 +92,7 @@ def _panda(params: SynthParams, model_dir: Path | None) -> BatchSynthesizer:
         raise PandaError(
             f"no fine-tuned PANDA denoiser in {model_dir}; run `panda finetune` with synth.method: panda"
         )
-    synth = PandaSynthesizer(Path(model_dir), params.sampler_config(), params.seed)
+    synth = PandaSynthesizer(Path(model_dir), params.sampler_config(), params.seed, params.window_mode)
     user_masks: list[np.ndarray] | None = None
 
     def run(images: list[np.ndarray], ctx: DefectContext, rng: np.random.Generator) -> list[Sample]:
