@@ -79,7 +79,7 @@ def finetune(
         cache = project_root() / CHECKPOINT_DIR / "finetune" / "phase_a"
         images = as_model_channels(images * 2 - 1)
         phase_a = train_phase_a(images, ft, len(defect_types) + 1, cache, on_step=log)
-        model = PixelDenoiser(phase_a.unet, defect_types, ft.mga_channels)
+        model = PixelDenoiser(phase_a.unet, defect_types, ft.mga_channels, ft.window_mode)
         examples = [
             (
                 read_image(PROCESSED_DIR / r["image_path"], "RGB"),

@@ -153,9 +153,9 @@ def test_native_tiles_cover_a_long_defect_at_full_resolution():
     assert native_tiles(small, 32) == [crop_box(small, 32)[:2]]
 
 
-def _saved_model(tmp_path):
+def _saved_model(tmp_path, window_mode="resize"):
     torch.manual_seed(0)
-    model = PixelDenoiser(build_unet(PARAMS, 3, num_classes=2), ["crack"], [8])
+    model = PixelDenoiser(build_unet(PARAMS, 3, num_classes=2), ["crack"], [8], window_mode)
     model.save(tmp_path)
     build_scheduler(PARAMS).save_pretrained(tmp_path / "scheduler")
     return tmp_path
@@ -172,8 +172,8 @@ def test_native_windows_sample_each_mask_at_its_own_side(tmp_path, monkeypatch):
         return real(model, scheduler, background, *args)
 
     monkeypatch.setattr(synth_panda, "phased_sample", spy)
-    synth = synth_panda.PandaSynthesizer(
-        _saved_model(tmp_path), SamplerConfig(steps=2, pma_steps=1), 0, "native"
+    synth = synth_panda.PandaSynthesizer(  # auto: the denoiser was fine-tuned on native windows
+        _saved_model(tmp_path, "native"), SamplerConfig(steps=2, pma_steps=1), 0
     )
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for _ in range(3)]
@@ -186,3 +186,18 @@ def test_native_windows_sample_each_mask_at_its_own_side(tmp_path, monkeypatch):
     assert sorted(sides) == [(1, 3, 16, 16), (1, 3, 48, 48), (1, 3, 64, 64)]  # grouped by side, no resize
     for image, mask, edited in zip(images, masks, out, strict=True):
         assert np.array_equal(edited[~mask], image[~mask]) and (edited[mask] != image[mask]).any()
+
+
+def test_window_mode_follows_the_denoiser_unless_forced(tmp_path):
+    import json
+
+    from panda.synth.panda import PandaSynthesizer
+
+    config = SamplerConfig(steps=2, pma_steps=1)
+    model_dir = _saved_model(tmp_path, "native")
+    assert PandaSynthesizer(model_dir, config, 0).window_mode == "native"
+    assert PandaSynthesizer(model_dir, config, 0, "resize").window_mode == "resize"
+    meta = json.loads((model_dir / "panda.json").read_text())
+    del meta["window_mode"]  # a denoiser saved before window modes existed was fine-tuned on resized windows
+    (model_dir / "panda.json").write_text(json.dumps(meta))
+    assert PandaSynthesizer(model_dir, config, 0).window_mode == "resize"

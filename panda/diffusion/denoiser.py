@@ -43,11 +43,18 @@ class Denoiser(Protocol):
 class PixelDenoiser(nn.Module):
     """UNet2DModel whose class embedding carries the defect type (row 0 = normal, used in phase A)."""
 
-    def __init__(self, unet: UNet2DModel, defect_types: Sequence[str], mga_widths: Sequence[int]) -> None:
+    def __init__(
+        self,
+        unet: UNet2DModel,
+        defect_types: Sequence[str],
+        mga_widths: Sequence[int],
+        window_mode: str = "resize",
+    ) -> None:
         super().__init__()
         self.unet = unet
         self.defect_types = list(defect_types)
         self.mga_widths = list(mga_widths)
+        self.window_mode = window_mode  # how phase B cut its windows; the sampler follows it by default
         channels = unet.config.out_channels
         self.adapter_aware = MaskGuidanceAdapter(channels, mga_widths)
         self.adapter_only = MaskGuidanceAdapter(channels, mga_widths)
@@ -88,13 +95,25 @@ class PixelDenoiser(nn.Module):
             out_dir / "adapters.pt",
         )
         (out_dir / "panda.json").write_text(
-            json.dumps({"defect_types": self.defect_types, "mga_widths": self.mga_widths}, indent=2)
+            json.dumps(
+                {
+                    "defect_types": self.defect_types,
+                    "mga_widths": self.mga_widths,
+                    "window_mode": self.window_mode,
+                },
+                indent=2,
+            )
         )
 
     @classmethod
     def load(cls, out_dir: Path) -> PixelDenoiser:
         meta = json.loads((out_dir / "panda.json").read_text())
-        model = cls(UNet2DModel.from_pretrained(out_dir / "unet"), meta["defect_types"], meta["mga_widths"])
+        model = cls(
+            UNet2DModel.from_pretrained(out_dir / "unet"),
+            meta["defect_types"],
+            meta["mga_widths"],
+            meta.get("window_mode", "resize"),  # denoisers saved before window modes existed
+        )
         state = torch.load(out_dir / "adapters.pt", map_location="cpu", weights_only=True)
         model.adapter_aware.load_state_dict(state["aware"])
         model.adapter_only.load_state_dict(state["only"])

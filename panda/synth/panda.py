@@ -4,7 +4,10 @@ For each target mask, a square window around it (as in phase B: side max(window,
 cut from a normal image, sampled with `phased_sample` and pasted under the mask only, so every pixel
 outside the mask is the original background. Images are processed in batches of `batch_size`.
 
-`window_mode` says how a window larger than the denoiser's training side is handled:
+`window_mode` says how a window larger than the denoiser's training side is handled (`auto`, the
+default: as phase B cut its windows, `finetune.window_mode`, recorded with the denoiser; sampling
+natively from a denoiser fine-tuned on resized windows made the Magnetic Tile segmenter collapse,
+README "Native-resolution windows"):
 - `resize`: shrunk to the training side, sampled, enlarged back (the reference's fixed-size input).
   A 1-2 px crack in a 64 px window becomes sub-pixel, its mask breaks up, and the enlarged patch is
   blurred: Magnetic Tile cracks (median width 1.2 px, 75% need more than 32 px) come out faint.
@@ -37,14 +40,12 @@ def native_side(mask: np.ndarray, window: int) -> int:
 
 
 class PandaSynthesizer:
-    def __init__(
-        self, model_dir: Path, config: SamplerConfig, seed: int, window_mode: str = "resize"
-    ) -> None:
+    def __init__(self, model_dir: Path, config: SamplerConfig, seed: int, window_mode: str = "auto") -> None:
         self.model = PixelDenoiser.load(Path(model_dir))
         self.scheduler = make_scheduler(Path(model_dir) / "scheduler", config.sampler, config.steps)
         self.window = int(self.model.unet.config.sample_size)
         self.config = config
-        self.window_mode = window_mode
+        self.window_mode = self.model.window_mode if window_mode == "auto" else window_mode
         self.generator = torch.Generator().manual_seed(seed)
 
     def prepare(

@@ -24,7 +24,7 @@ from panda.synth.real import real_paste
 BatchSynthesizer = Callable[[list[np.ndarray], DefectContext, np.random.Generator], list[Sample]]
 MANIFEST = "manifest.csv"
 METHODS = ("panda", "cutpaste", "draem", "real")
-WINDOW_MODES = ("resize", "native")  # panda.synth.panda says what each does
+WINDOW_MODES = ("auto", "resize", "native")  # panda.synth.panda says what each does
 
 
 @dataclass
@@ -46,7 +46,7 @@ class SynthParams:
     defect_types: list[str] = field(default_factory=list)  # synthesize only these types; [] = all
     mix_method: str | None = None  # another method that makes `mix_fraction` of each type's pairs
     mix_fraction: float = 0.0
-    window_mode: str = "resize"  # panda: resize windows to the denoiser's side, or sample at native size
+    window_mode: str = "auto"  # panda: as the denoiser was fine-tuned (auto), or force resize / native
 
     def sampler_config(self) -> SamplerConfig:
         return SamplerConfig(
