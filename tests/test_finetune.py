@@ -182,6 +182,7 @@ def test_native_windows_sample_each_mask_at_its_own_side(tmp_path, monkeypatch):
     masks[1][30:34, 30:34] = True  # small: the denoiser's own 16 px window
     masks[2][40:42, 8:40] = True  # 32 px long: 40 -> 48
     assert [synth_panda.native_side(m, 16) for m in masks] == [64, 16, 48]
+    assert synth_panda.native_side(masks[2], 16, step=32) == 64  # a deeper UNet needs coarser sides
     out = synth.batch(images, masks, "crack")
     assert sorted(sides) == [(1, 3, 16, 16), (1, 3, 48, 48), (1, 3, 64, 64)]  # grouped by side, no resize
     for image, mask, edited in zip(images, masks, out, strict=True):

@@ -3,7 +3,7 @@
 Trained only on `gen_train` defects, on windows around each defect: a square of side
 max(window, 1.25 x the mask's bounding box) centred on the defect. `window_mode: resize` shrinks it
 to `window` px, so large defects (Magnetic Tile Uneven) fit whole and small ones keep their native
-resolution; `native` (*ours*, pairs with `synth.window_mode: native`) keeps every pixel at the
+resolution; `native` (*ours*; the sampler follows it, `synth.window_mode: auto`) keeps every pixel at the
 image's resolution and cuts a larger window into up to `MAX_TILES` window-sized tiles, those holding
 the most defect pixels, so thin cracks are learnt at the width they are sampled at.
 Loss per batch, one t for both branches, independent noises eps, eps':

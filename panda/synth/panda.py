@@ -31,12 +31,12 @@ from panda.diffusion.sampler import SamplerConfig, make_scheduler, phased_sample
 NATIVE_STEP = 16  # native window sides are multiples of this (UNet down-sampling, fewer batch groups)
 
 
-def native_side(mask: np.ndarray, window: int) -> int:
-    """The window side `native` mode samples `mask` at: crop_box's side rounded up to NATIVE_STEP,
-    at most the largest multiple of NATIVE_STEP that fits in the image."""
+def native_side(mask: np.ndarray, window: int, step: int = NATIVE_STEP) -> int:
+    """The window side `native` mode samples `mask` at: crop_box's side rounded up to `step`, at most
+    the largest multiple of `step` that fits in the image."""
     _, _, side = crop_box(mask, window)
-    fit = min(mask.shape) // NATIVE_STEP * NATIVE_STEP
-    return int(min(fit, -(-side // NATIVE_STEP) * NATIVE_STEP))
+    fit = min(mask.shape) // step * step
+    return int(min(fit, -(-side // step) * step))
 
 
 class PandaSynthesizer:
@@ -46,6 +46,8 @@ class PandaSynthesizer:
         self.window = int(self.model.unet.config.sample_size)
         self.config = config
         self.window_mode = self.model.window_mode if window_mode == "auto" else window_mode
+        # a UNet with n levels halves the side n - 1 times: native sides must divide evenly
+        self.native_step = max(NATIVE_STEP, 2 ** (len(self.model.unet.config.block_out_channels) - 1))
         self.generator = torch.Generator().manual_seed(seed)
 
     def prepare(
@@ -98,7 +100,7 @@ class PandaSynthesizer:
         """Generate one defect per (normal image, target mask); returns the edited images in order."""
         if self.window_mode == "resize":
             return self._sample(images, masks, defect_type, None)
-        sides = [native_side(mask, self.window) for mask in masks]
+        sides = [native_side(mask, self.window, self.native_step) for mask in masks]
         results: list[np.ndarray | None] = [None] * len(images)
         for side in sorted(set(sides)):
             idx = [i for i, s in enumerate(sides) if s == side]
