@@ -25,6 +25,8 @@ from tqdm.auto import tqdm
 from panda.errors import PandaError
 from panda.io import job_key
 
+WINDOW_MODES = ("resize", "native")  # how phase B cuts windows larger than `window` (phase_b.py)
+
 
 @dataclass
 class FinetuneParams:
@@ -57,8 +59,10 @@ class FinetuneParams:
             )
         if self.steps < 1:
             raise PandaError("finetune.steps must be >= 1")
-        if self.window_mode not in ("resize", "native"):
-            raise PandaError(f"finetune.window_mode = '{self.window_mode}': use 'resize' or 'native'")
+        if self.window_mode not in WINDOW_MODES:
+            raise PandaError(
+                f"finetune.window_mode = '{self.window_mode}': use one of {', '.join(WINDOW_MODES)}"
+            )
         if not 0 <= self.ema_decay < 1:
             raise PandaError("finetune.ema_decay must lie in [0, 1) (0 = no EMA)")
 
