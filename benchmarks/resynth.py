@@ -7,6 +7,8 @@ with the `-S` overrides, trains the segmenter with the experiment's own train pa
 with the benchmark's evaluate overrides:
     python benchmarks/resynth.py --repo /path/to/bench/clone --benchmark reports/benchmark/mtd-tta.json \
         --name panda-ddpm-g2 -S sampler=ddpm -S guidance_scale=2
+With `--pool 0,1,2` it synthesizes nothing: each seed's segmenter trains on the synthetic pairs of
+those seeds' experiments together (do pairs from several denoisers add up?).
 Writes <benchmark>-resynth.md/.json: the benchmark's rows plus one row per `--name`. Finished
 (name, seed) runs are kept there and skipped, so calls add rows and an interrupted call resumes.
 """
@@ -17,6 +19,7 @@ import json
 from pathlib import Path
 
 import click
+import torch
 import yaml
 from rescore import fetch, open_experiment, write_tables
 
@@ -56,13 +59,57 @@ def resynth_run(
     frame, sec_per_image = synthesize(manifest, root, synthetic_dir, category, synth, model_dir)
     rows = category_rows(manifest, category)
     contrast = compare_contrast(rows[rows["split"] == "gen_train"], root, frame, synthetic_dir)
+    metrics = train_and_score(params, name, root, [synthetic_dir], ev, work, train_overrides)
+    return {**metrics, **contrast, "seconds_per_image": sec_per_image}
+
+
+def pool_run(
+    experiments: list,
+    ev: EvalParams,
+    work: Path,
+    processed: dict[str, Path],
+    train_overrides: dict | None = None,
+) -> dict:
+    """Train on the synthetic pairs of several experiments ((name, file system) pairs) pooled, with
+    the params and data of the first; scored like `resynth_run`."""
+    dirs, roots = [], set()
+    for name, fs in experiments:
+        target, partial = work.parent / f"{name}-synthetic", work.parent / f"{name}-synthetic.partial"
+        items = {} if target.is_dir() else {"data/synthetic": partial}
+        roots.add(fetch(fs, name, items, work.parent, processed))
+        if not target.is_dir():
+            partial.rename(target)
+        dirs.append(target)
+    if len(roots) > 1:
+        names = ", ".join(n for n, _ in experiments)
+        raise click.ClickException(f"--pool: {names} were trained on different preprocessed data")
+    name, fs = experiments[0]
+    root = roots.pop()
+    params = yaml.safe_load(fs.read_text("params.yaml"))
+    return train_and_score(params, name, root, dirs, ev, work, train_overrides)
+
+
+def train_and_score(
+    params: dict,
+    name: str,
+    root: Path,
+    synthetic_dirs: list[Path],
+    ev: EvalParams,
+    work: Path,
+    train_overrides: dict | None,
+) -> dict:
+    """Train the segmenter on the normals of `root` plus the pairs of `synthetic_dirs`, with
+    experiment `name`'s train params (plus `train_overrides`); test and validation metrics."""
+    category = params["data"]["category"]
+    manifest = load_manifest(root)
     tp = section(params, "train", TrainParams, f"{name}/params.yaml", **(train_overrides or {}))
-    normal = load_pairs(root, normal_train_rows(rows))
-    pairs = load_synthetic_pairs(synthetic_dir, load_synthetic(synthetic_dir), root, tp.label_min_change)
+    normal = load_pairs(root, normal_train_rows(category_rows(manifest, category)))
+    parts = [load_synthetic_pairs(d, load_synthetic(d), root, tp.label_min_change) for d in synthetic_dirs]
+    pairs = (torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts]))
     result = train_segmenter(normal, pairs, tp, work / "train_ckpt.pt")
     metrics = evaluate(result.model, manifest, root, category, ev).metrics
     metrics |= validation_metrics(result.model, manifest, root, category, ev)
-    return {**metrics, **contrast, "seconds_per_image": sec_per_image, "train_seconds": result.seconds}
+    return {**metrics, "train_seconds": result.seconds}
 
 
 @click.command()
@@ -72,6 +119,7 @@ def resynth_run(
 @click.option("--name", required=True, help="Row name for this setting, e.g. panda-ddpm-g2.")
 @click.option("-S", "--set", "sets", multiple=True, help="Synth override, e.g. -S sampler=ddpm.")
 @click.option("-T", "--train-set", "train_sets", multiple=True, help="Train override: -T label_min_change=8.")
+@click.option("--pool", default=None, help="Train on the pooled pairs of these seeds' experiments: 0,1,2.")
 @click.option("--seeds", default=None, help="Comma-separated seeds (default: those of --from-method).")
 @click.option(
     "--work-dir",
@@ -87,6 +135,7 @@ def main(
     name: str,
     sets: tuple[str, ...],
     train_sets: tuple[str, ...],
+    pool: str | None,
     seeds: str | None,
     work_dir: Path,
 ) -> None:
@@ -103,12 +152,17 @@ def main(
     )
     if not seed_list:
         raise click.ClickException(f"--from-method {from_method}: no such method in {bench_json}")
+    pooled = [int(s) for s in pool.split(",")] if pool else []
+    if pooled and sets:
+        raise click.ClickException("--pool trains on the experiments' own pairs; drop the -S options")
     processed: dict[str, Path] = {}
     for seed in seed_list:
         settings, runs = _saved(stem)
         this: dict = {"from_method": from_method, "synth": list(sets)}
         if train_sets:  # rows from before train overrides existed have no "train" key
             this["train"] = list(train_sets)
+        if pooled:
+            this["pool"] = pooled
         if settings.get(name, this) != this:
             raise click.ClickException(f"--name {name} holds runs of another setting; choose a new name")
         if any((r.method, r.seed) == (name, seed) for r in runs):
@@ -117,9 +171,14 @@ def main(
         exp = f"bench-{bench['dataset']}-{from_method}-s{seed}"
         work = work_dir / f"{name}-s{seed}"
         work.mkdir(parents=True, exist_ok=True)
-        metrics = resynth_run(
-            open_experiment(repo, exp), exp, overrides, ev, work, processed, train_overrides
-        )
+        if pooled:  # this seed's experiment first: its params and train seed
+            names = [exp] + [f"bench-{bench['dataset']}-{from_method}-s{s}" for s in pooled if s != seed]
+            experiments = [(n, open_experiment(repo, n)) for n in names]
+            metrics = pool_run(experiments, ev, work, processed, train_overrides)
+        else:
+            metrics = resynth_run(
+                open_experiment(repo, exp), exp, overrides, ev, work, processed, train_overrides
+            )
         click.echo(
             f"{name} s{seed}: pixel AUROC {metrics['pixel_auroc']:.3f}, pixel AP {metrics['pixel_ap']:.3f}, "
             f"mIoU {metrics['miou']:.3f}, contrast gap {metrics.get('contrast_gap', float('nan')):.1f}; "
@@ -139,16 +198,21 @@ def write_resynth(
         "one of its methods with other synth params (`benchmarks/resynth.py`; the segmenter is retrained "
         "with each experiment's own train params plus any train overrides). New rows, from which method, "
         "with which overrides: "
-        + "; ".join(
-            f"`{n}` from `{v['from_method']}`: `{' '.join(v['synth'] + v.get('train', [])) or 'none'}`"
-            for n, v in settings.items()
-        )
+        + "; ".join(f"`{n}` from `{v['from_method']}`: {_setting(v)}" for n, v in settings.items())
         + "."
     )
     every = [RunResult(**r) for r in bench["runs"]] + runs
     header = {**bench, "resynth": settings}
     evaluate = tuple(bench.get("evaluate_overrides", []))
     write_tables(header, stem, evaluate, aggregate(every), every, "re-synthesized", setting)
+
+
+def _setting(v: dict) -> str:
+    """One row's overrides as the table's description shows them."""
+    text = f"`{' '.join(v['synth'] + v.get('train', [])) or 'none'}`"
+    if "pool" in v:
+        text += f", pairs of seeds {','.join(map(str, v['pool']))} pooled"
+    return text
 
 
 def _saved(stem: Path) -> tuple[dict[str, dict], list[RunResult]]:

@@ -185,6 +185,37 @@ def test_resynth_reuses_the_experiments_denoiser_and_applies_the_synth_overrides
     assert len(pd.read_csv(work / "synthetic" / "manifest.csv")) == 2 * 6
 
 
+@pytest.mark.slow
+def test_resynth_pool_trains_on_every_experiments_pairs_together(workdir, monkeypatch):
+    import pandas as pd
+    from click.testing import CliRunner
+
+    from panda.evaluate import EvalParams
+    from stages.cli import cli
+
+    for stage in ("download", "preprocess", "finetune", "synthesize"):
+        assert CliRunner().invoke(cli, [stage]).exit_code == 0
+    (workdir / "dvc.lock").write_text(
+        "stages:\n  preprocess:\n    outs:\n    - path: data/processed\n      md5: abc.dir\n"
+    )
+    resynth = load_script("resynth", monkeypatch)
+    seen, train = [], resynth.train_segmenter
+
+    def counting(normal, pairs, params, checkpoint):
+        seen.append(len(pairs[0]))
+        return train(normal, pairs, params, checkpoint)
+
+    monkeypatch.setattr(resynth, "train_segmenter", counting)
+    work = workdir / "resynth" / "pool-s0"
+    work.mkdir(parents=True)
+    fs = FolderFS(workdir)
+    metrics = resynth.pool_run([("run-s0", fs), ("run-s1", fs)], EvalParams(), work, {})
+    one = len(pd.read_csv(workdir / "data" / "synthetic" / "manifest.csv"))
+    assert seen == [2 * one] and one > 0
+    assert (workdir / "resynth" / "run-s1-synthetic" / "manifest.csv").is_file()
+    assert 0 <= metrics["pixel_auroc"] <= 1 and "val_pixel_ap" in metrics
+
+
 def test_sampler_contrast_reads_variants_and_measures_each_type(monkeypatch):
     import torch
 
@@ -211,12 +242,16 @@ def test_resynth_table_keeps_the_benchmark_rows_and_reads_back_only_its_own(tmp_
         "evaluate_overrides": ["tta=true"],
         "runs": [{"method": "panda", "seed": 0, "metrics": {"pixel_ap": 0.05}}],
     }
-    settings = {"panda-g2": {"from_method": "panda", "synth": ["guidance_scale=2"]}}
-    new = [RunResult("panda-g2", 0, {"pixel_ap": 0.04})]
+    settings = {
+        "panda-g2": {"from_method": "panda", "synth": ["guidance_scale=2"]},
+        "panda-pool": {"from_method": "panda", "synth": [], "pool": [0, 1]},
+    }
+    new = [RunResult("panda-g2", 0, {"pixel_ap": 0.04}), RunResult("panda-pool", 0, {"pixel_ap": 0.03})]
     resynth.write_resynth(bench, "mtd.json", tmp_path / "mtd-resynth", settings, new)
     text = (tmp_path / "mtd-resynth.md").read_text()
     assert "| panda | 1 |" in text and "| panda-g2 | 1 |" in text
     assert "`panda-g2` from `panda`: `guidance_scale=2`" in text
+    assert "`panda-pool` from `panda`: `none`, pairs of seeds 0,1 pooled" in text
     assert resynth._saved(tmp_path / "mtd-resynth") == (settings, new)
 
 
