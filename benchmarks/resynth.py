@@ -179,10 +179,10 @@ def main(
             metrics = resynth_run(
                 open_experiment(repo, exp), exp, overrides, ev, work, processed, train_overrides
             )
+        gap = f", contrast gap {metrics['contrast_gap']:.1f}" if "contrast_gap" in metrics else ""
         click.echo(
             f"{name} s{seed}: pixel AUROC {metrics['pixel_auroc']:.3f}, pixel AP {metrics['pixel_ap']:.3f}, "
-            f"mIoU {metrics['miou']:.3f}, contrast gap {metrics.get('contrast_gap', float('nan')):.1f}; "
-            f"validation pixel AP {metrics['val_pixel_ap']:.3f}"
+            f"mIoU {metrics['miou']:.3f}{gap}; validation pixel AP {metrics['val_pixel_ap']:.3f}"
         )
         settings, runs = _saved(stem)  # read again: another call may have added rows meanwhile
         settings[name] = this
