@@ -152,7 +152,10 @@ def main(
     )
     if not seed_list:
         raise click.ClickException(f"--from-method {from_method}: no such method in {bench_json}")
-    pooled = [int(s) for s in pool.split(",")] if pool else []
+    try:
+        pooled = [int(s) for s in pool.split(",")] if pool else []
+    except ValueError:
+        raise click.ClickException(f"--pool {pool}: give comma-separated seeds, e.g. --pool 0,1,2") from None
     if pooled and sets:
         raise click.ClickException("--pool trains on the experiments' own pairs; drop the -S options")
     processed: dict[str, Path] = {}

@@ -296,3 +296,15 @@ def test_the_validation_split_is_gen_train_defects_with_train_normals_of_one_cat
     val = with_validation_split(manifest, "tile")
     assert val["split"].tolist() == ["val", "test", "val", "test", "val", "gen_train"]
     assert manifest["split"].iloc[0] == "train"  # the caller's manifest is left alone
+
+
+def test_resynth_pool_rejects_seeds_that_are_not_numbers(tmp_path, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    resynth = load_script("resynth", monkeypatch)
+    bench = tmp_path / "mtd.json"
+    bench.write_text(json.dumps({"dataset": "mtd", "runs": [{"method": "panda", "seed": 0, "metrics": {}}]}))
+    result = CliRunner().invoke(resynth.main, ["--benchmark", str(bench), "--name", "p", "--pool", "a,b"])
+    assert result.exit_code != 0 and "--pool a,b: give comma-separated seeds" in result.output
