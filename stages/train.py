@@ -70,3 +70,10 @@ def train(params_path: Path, steps: int | None, category: str | None, out_path: 
         f"{result.steps_done} steps (resumed at {result.resumed_from}) in {result.seconds:.1f}s, "
         f"val dice {result.val_dice:.3f} -> {out_path}"
     )
+    if result.val_dice == 0:
+        click.secho(
+            "warning: the segmenter marks no pixel of its validation pairs as a defect (val dice 0): "
+            "training collapsed to 'all normal'. Try another train.seed or a lower train.lr.",
+            fg="yellow",
+            err=True,
+        )

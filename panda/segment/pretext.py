@@ -5,7 +5,10 @@ about what the product's normal surface looks like. This pretext teaches the who
 texture from the normal training images alone (no masks, no defects, nothing from the test split),
 in the spirit of Models Genesis: a few rectangles per image are corrupted (a patch copied from
 elsewhere in the same image, additive noise, or a brightness change) and the network restores the
-original. It stands in for the pretrained encoder that cannot be downloaded here.
+original. It predicts the correction to add to its input (residual learning, as image-restoration
+networks do), so it starts at the identity and its features must say where the image is wrong and
+by how much: the signal a defect segmenter needs. It stands in for the pretrained encoder that
+cannot be downloaded here.
 
 With a `cache_dir` the run saves its state every `checkpoint_every` steps under a name keyed by the
 job (params, width and exact images) and resumes from it; a finished job is a cache: run again, it
@@ -24,11 +27,15 @@ from tqdm import tqdm
 from panda.errors import PandaError
 from panda.io import job_key, load_checkpoint, save_checkpoint
 from panda.segment.data import normalize
+from panda.segment.schedule import warmup_cosine
 from panda.segment.unet import SegUNet
 
 # The segmentation head starts at this logit after the pretext (sigmoid ~0.05, about the share of
 # defect pixels): the restoration head says nothing about defects, so it is reset, not kept.
 HEAD_PRIOR_LOGIT = -3.0
+# Part of the cache key: a checkpoint of an earlier objective (whole-image prediction at a constant
+# rate, which left one seed in two with a near-flat last block) is never resumed as this one.
+OBJECTIVE = "residual-warmup-cosine"
 
 
 @dataclass
@@ -69,6 +76,12 @@ def corrupt(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return out.clamp(0, 1)
 
 
+def restore(model: SegUNet, corrupted: torch.Tensor) -> torch.Tensor:
+    """The pretext's output: the corrupted image (normalized, first channel) plus the predicted fix."""
+    x = normalize(corrupted)
+    return x[:, :1] + model(x)
+
+
 def pretrain_restoration(
     images: torch.Tensor,
     base_channels: int,
@@ -87,8 +100,11 @@ def pretrain_restoration(
     torch.manual_seed(params.seed)
     gen = torch.Generator().manual_seed(params.seed)
     model = SegUNet(in_channels=images.shape[1], base_channels=base_channels)
+    with torch.no_grad():  # a zero correction: training starts exactly at copying the input
+        model.head.weight.zero_()
+        model.head.bias.zero_()
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=1e-4)
-    key = job_key({**asdict(params), "base_channels": base_channels}, images)
+    key = job_key({**asdict(params), "base_channels": base_channels, "objective": OBJECTIVE}, images)
     checkpoint = Path(cache_dir) / f"{key}.pt" if cache_dir is not None else None
     start = 0
     if (state := load_checkpoint(checkpoint, key)) is not None:
@@ -105,7 +121,9 @@ def pretrain_restoration(
             batch = batch.flip(-1)
         if torch.rand(1, generator=gen) < 0.5:
             batch = batch.flip(-2)
-        loss = F.l1_loss(model(normalize(corrupt(batch, gen))), normalize(batch[:, :1]))
+        for group in optimizer.param_groups:
+            group["lr"] = warmup_cosine(step, params.steps, params.lr)
+        loss = F.l1_loss(restore(model, corrupt(batch, gen)), normalize(batch[:, :1]))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -23,6 +23,7 @@ from panda.errors import PandaError
 from panda.io import job_key, load_checkpoint, save_checkpoint
 from panda.segment.data import IGNORE, normalize
 from panda.segment.pretext import PretextParams, pretrain_restoration
+from panda.segment.schedule import warmup_cosine
 from panda.segment.unet import SegUNet, count_parameters
 
 
@@ -153,12 +154,8 @@ def _batch(
 
 
 def lr_at(step: int, params: TrainParams) -> float:
-    """Linear warm-up over 5% of the steps, then cosine decay to 1% (a pure function of the step)."""
-    warm = max(1, params.steps // 20)
-    if step < warm:
-        return params.lr * (step + 1) / warm
-    progress = (step - warm) / max(1, params.steps - warm)
-    return params.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
+    """The segmenter's rate at `step` (warm-up, then cosine; see `warmup_cosine`)."""
+    return warmup_cosine(step, params.steps, params.lr)
 
 
 @torch.no_grad()
