@@ -162,6 +162,31 @@ def test_train_starts_from_a_cached_pretext_when_asked(workdir, tiny_params):
     assert json.loads((workdir / "reports/train_metrics.json").read_text())["pretext_seconds"] > 0
 
 
+def test_train_warns_when_the_segmenter_marks_nothing(workdir, tiny_params, monkeypatch):
+    import dataclasses
+
+    import yaml
+
+    import stages.train
+
+    tiny_params["synth"]["method"] = "cutpaste"
+    (workdir / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    for stage in ("download", "preprocess", "synthesize"):
+        run_stage(stage)
+    real = stages.train.train_segmenter
+
+    def train_with(dice: float) -> str:
+        fake = lambda *a, **k: dataclasses.replace(real(*a, **k), val_dice=dice)  # noqa: E731
+        monkeypatch.setattr(stages.train, "train_segmenter", fake)
+        result = CliRunner().invoke(cli, ["train"], catch_exceptions=False)
+        assert result.exit_code == 0
+        return result.output
+
+    assert "marks no pixel" not in train_with(0.4)
+    warned = train_with(0.0)
+    assert "marks no pixel of its validation pairs" in warned and "train.seed" in warned
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["cutpaste", "draem", "real"])
 def test_synthesize_methods_and_predict(workdir, method, tmp_path):
