@@ -10,6 +10,7 @@ from panda.data.preprocess import category_rows, load_manifest, normal_train_row
 from panda.diffusion.denoiser import PixelDenoiser
 from panda.diffusion.phase_b import defect_windows, train_phase_b
 from panda.diffusion.pixel import FinetuneParams, as_model_channels, train_phase_a
+from panda.diffusion.window_modes import describe, type_window_modes
 from panda.io import atomic_dir, read_image, write_json
 from panda.params import section
 from panda.segment.data import load_pairs
@@ -79,7 +80,6 @@ def finetune(
         cache = project_root() / CHECKPOINT_DIR / "finetune" / "phase_a"
         images = as_model_channels(images * 2 - 1)
         phase_a = train_phase_a(images, ft, len(defect_types) + 1, cache, on_step=log)
-        model = PixelDenoiser(phase_a.unet, defect_types, ft.mga_channels, ft.window_mode)
         examples = [
             (
                 read_image(PROCESSED_DIR / r["image_path"], "RGB"),
@@ -88,7 +88,14 @@ def finetune(
             )
             for _, r in gen.iterrows()
         ]
-        windows = defect_windows(examples, ft.window, ft.window_mode)
+        modes = type_window_modes(
+            ((mask, defect_types[i - 1]) for _, mask, i in examples), ft.window, ft.window_mode, ft.min_width
+        )
+        click.echo(describe(modes))
+        mlflow.set_tags({f"window_mode.{t}": m for t, m in modes.items()})
+        model = PixelDenoiser(phase_a.unet, defect_types, ft.mga_channels, modes)
+        ids = {defect_types.index(t) + 1: m for t, m in modes.items()}
+        windows = defect_windows(examples, ft.window, ids)
         phase_b = train_phase_b(
             model,
             phase_a.scheduler,

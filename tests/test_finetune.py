@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 import torch
 from diffusers import DDIMScheduler
 
@@ -19,6 +20,7 @@ from panda.diffusion.pixel import (
     train_phase_a,
 )
 from panda.diffusion.sampler import SamplerConfig, phased_sample
+from panda.diffusion.window_modes import stroke_width, type_window_modes, width_in_window
 
 PARAMS = FinetuneParams(
     steps=3,
@@ -153,9 +155,11 @@ def test_native_tiles_cover_a_long_defect_at_full_resolution():
     assert native_tiles(small, 32) == [crop_box(small, 32)[:2]]
 
 
-def _saved_model(tmp_path, window_mode="resize"):
+def _saved_model(tmp_path, window_mode="resize", defect_types=("crack",)):
     torch.manual_seed(0)
-    model = PixelDenoiser(build_unet(PARAMS, 3, num_classes=2), ["crack"], [8], window_mode)
+    model = PixelDenoiser(
+        build_unet(PARAMS, 3, num_classes=len(defect_types) + 1), list(defect_types), [8], window_mode
+    )
     model.save(tmp_path)
     build_scheduler(PARAMS).save_pretrained(tmp_path / "scheduler")
     return tmp_path
@@ -195,10 +199,40 @@ def test_window_mode_follows_the_denoiser_unless_forced(tmp_path):
     from panda.synth.panda import PandaSynthesizer
 
     config = SamplerConfig(steps=2, pma_steps=1)
-    model_dir = _saved_model(tmp_path, "native")
-    assert PandaSynthesizer(model_dir, config, 0).window_mode == "native"
-    assert PandaSynthesizer(model_dir, config, 0, "resize").window_mode == "resize"
+    model_dir = _saved_model(tmp_path, {"crack": "native", "hole": "resize"}, ("crack", "hole"))
+    assert PandaSynthesizer(model_dir, config, 0).window_modes == {"crack": "native", "hole": "resize"}
+    forced = PandaSynthesizer(model_dir, config, 0, "resize").window_modes
+    assert forced == {"crack": "resize", "hole": "resize"}
     meta = json.loads((model_dir / "panda.json").read_text())
+    del meta["window_modes"]
+    meta["window_mode"] = "native"  # saved before per-type modes: one mode for every type
+    (model_dir / "panda.json").write_text(json.dumps(meta))
+    assert PandaSynthesizer(model_dir, config, 0).window_modes == {"crack": "native", "hole": "native"}
     del meta["window_mode"]  # a denoiser saved before window modes existed was fine-tuned on resized windows
     (model_dir / "panda.json").write_text(json.dumps(meta))
-    assert PandaSynthesizer(model_dir, config, 0).window_mode == "resize"
+    assert PandaSynthesizer(model_dir, config, 0).window_modes == {"crack": "resize", "hole": "resize"}
+
+
+def test_auto_window_mode_keeps_only_thin_types_native():
+    crack = np.zeros((128, 128), bool)
+    crack[20:21, 10:110] = True  # 1 px wide, 100 px long: its window would be shrunk about 4x
+    hole = np.zeros((128, 128), bool)
+    hole[50:58, 60:68] = True  # fits the window: never shrunk
+    band = np.zeros((128, 128), bool)
+    band[40:60, 0:128] = True  # 20 px wide band, shrunk 4x: still 5 px
+    assert stroke_width(crack) == pytest.approx(1.0, abs=0.1)
+    assert width_in_window(crack, 32) < 0.3 and width_in_window(hole, 32) == stroke_width(hole)
+    masks = [(crack, "crack"), (crack, "crack"), (hole, "hole"), (band, "band"), (0 * hole, "empty")]
+    all_resized = {"crack": "resize", "hole": "resize", "band": "resize"}
+    assert type_window_modes(masks, 32, "auto", 1.0) == all_resized | {"crack": "native"}
+    assert type_window_modes(masks, 32, "auto", 0.0) == all_resized
+    assert set(type_window_modes(masks, 32, "native", 1.0).values()) == {"native"}
+
+
+def test_defect_windows_follow_each_types_mode():
+    crack = np.zeros((128, 128), bool)
+    crack[20:21, 10:110] = True
+    image = np.random.default_rng(0).integers(0, 255, (128, 128, 3), dtype=np.uint8)
+    windows = defect_windows([(image, crack, 1), (image, crack, 2)], 32, {1: "native", 2: "resize"})
+    assert windows.defect_ids.tolist() == [1] * MAX_TILES + [2]  # tiles for type 1, one shrunk window for 2
+    assert windows.masks[:MAX_TILES].sum(dim=(1, 2, 3)).tolist() == [32] * MAX_TILES

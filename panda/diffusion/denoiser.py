@@ -9,7 +9,7 @@ when the dataset is grayscale).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -48,13 +48,18 @@ class PixelDenoiser(nn.Module):
         unet: UNet2DModel,
         defect_types: Sequence[str],
         mga_widths: Sequence[int],
-        window_mode: str = "resize",
+        window_mode: str | Mapping[str, str] = "resize",
     ) -> None:
         super().__init__()
         self.unet = unet
         self.defect_types = list(defect_types)
         self.mga_widths = list(mga_widths)
-        self.window_mode = window_mode  # how phase B cut its windows; the sampler follows it by default
+        # how phase B cut each type's windows (resize / native); the sampler follows it by default
+        self.window_modes = (
+            {t: window_mode for t in self.defect_types}
+            if isinstance(window_mode, str)
+            else {t: window_mode.get(t, "resize") for t in self.defect_types}
+        )
         channels = unet.config.out_channels
         self.adapter_aware = MaskGuidanceAdapter(channels, mga_widths)
         self.adapter_only = MaskGuidanceAdapter(channels, mga_widths)
@@ -99,7 +104,7 @@ class PixelDenoiser(nn.Module):
                 {
                     "defect_types": self.defect_types,
                     "mga_widths": self.mga_widths,
-                    "window_mode": self.window_mode,
+                    "window_modes": self.window_modes,
                 },
                 indent=2,
             )
@@ -112,7 +117,8 @@ class PixelDenoiser(nn.Module):
             UNet2DModel.from_pretrained(out_dir / "unet"),
             meta["defect_types"],
             meta["mga_widths"],
-            meta.get("window_mode", "resize"),  # denoisers saved before window modes existed
+            # before per-type modes: one mode for all; before window modes: resize
+            meta.get("window_modes", meta.get("window_mode", "resize")),
         )
         state = torch.load(out_dir / "adapters.pt", map_location="cpu", weights_only=True)
         model.adapter_aware.load_state_dict(state["aware"])

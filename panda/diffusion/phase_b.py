@@ -5,7 +5,8 @@ max(window, 1.25 x the mask's bounding box) centred on the defect. `window_mode:
 to `window` px, so large defects (Magnetic Tile Uneven) fit whole and small ones keep their native
 resolution; `native` (*ours*; the sampler follows it, `synth.window_mode: auto`) keeps every pixel at the
 image's resolution and cuts a larger window into up to `MAX_TILES` window-sized tiles, those holding
-the most defect pixels, so thin cracks are learnt at the width they are sampled at.
+the most defect pixels, so thin cracks are learnt at the width they are sampled at; `auto` chooses
+per defect type (window_modes.py).
 Loss per batch, one t for both branches, independent noises eps, eps':
   x_t = q(z0, t), eps_A = G_A(U(x_t, t, c), M_t);  y_t = q(M z0, t), eps_O = G_O(U(y_t, t, c), M)
   L = 4 mean|M_t (eps - eps_A)| + 1 mean|eps' - eps_O|,  M_t = M + a(t) (1 - M),
@@ -17,7 +18,7 @@ reference's textual-inversion tokens and is always trained).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,14 +70,15 @@ def native_tiles(mask: np.ndarray, window: int, max_tiles: int = MAX_TILES) -> l
 
 
 def defect_windows(
-    examples: list[tuple[np.ndarray, np.ndarray, int]], window: int, mode: str = "resize"
+    examples: list[tuple[np.ndarray, np.ndarray, int]], window: int, mode: str | Mapping[int, str] = "resize"
 ) -> DefectWindows:
-    """Every (image RGB uint8, mask bool, defect id) as window x window pairs (see `window_mode`)."""
+    """Every (image RGB uint8, mask bool, defect id) as window x window pairs; `mode` is `resize` or
+    `native` for all, or per defect id (see `window_mode`)."""
     imgs, masks, ids = [], [], []
     for image, mask, defect_id in examples:
         if not mask.any():
             continue
-        if mode == "native":
+        if (mode if isinstance(mode, str) else mode[defect_id]) == "native":
             for y, x in native_tiles(mask, window):
                 imgs.append(image[y : y + window, x : x + window])
                 masks.append(mask[y : y + window, x : x + window])

@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 from panda.errors import PandaError
 from panda.io import job_key
 
-WINDOW_MODES = ("resize", "native")  # how phase B cuts windows larger than `window` (phase_b.py)
+# how phase B cuts windows larger than `window` (phase_b.py); auto: per defect type (window_modes.py)
+WINDOW_MODES = ("resize", "native", "auto")
 
 
 @dataclass
@@ -46,7 +47,8 @@ class FinetuneParams:
     mga_channels: list[int] = field(default_factory=lambda: [16, 32, 64, 32, 16])
     unfreeze_base: bool = False
     pma_tau: float = 0.2
-    window_mode: str = "resize"  # phase B windows: resize to `window`, or native-resolution tiles
+    window_mode: str = "resize"  # phase B windows: resize to `window`, native-resolution tiles, or auto
+    min_width: float = 1.0  # auto: native for types whose strokes a resize would make thinner (px)
 
     def validate(self) -> None:
         if self.phase_b_steps < 0 or not 0 <= self.pma_tau < 1:
@@ -63,6 +65,8 @@ class FinetuneParams:
             raise PandaError(
                 f"finetune.window_mode = '{self.window_mode}': use one of {', '.join(WINDOW_MODES)}"
             )
+        if self.min_width < 0:
+            raise PandaError(f"finetune.min_width = {self.min_width} must be >= 0 (px)")
         if not 0 <= self.ema_decay < 1:
             raise PandaError("finetune.ema_decay must lie in [0, 1) (0 = no EMA)")
 

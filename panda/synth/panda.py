@@ -5,9 +5,9 @@ cut from a normal image, sampled with `phased_sample` and pasted under the mask 
 outside the mask is the original background. Images are processed in batches of `batch_size`.
 
 `window_mode` says how a window larger than the denoiser's training side is handled (`auto`, the
-default: as phase B cut its windows, `finetune.window_mode`, recorded with the denoiser; sampling
-natively from a denoiser fine-tuned on resized windows made the Magnetic Tile segmenter collapse,
-README "Native-resolution windows"):
+default: each defect type as phase B cut its windows, `finetune.window_mode`, recorded with the
+denoiser; sampling natively from a denoiser fine-tuned on resized windows made the Magnetic Tile
+segmenter collapse, reports/benchmark/README.md "Native-resolution windows"):
 - `resize`: shrunk to the training side, sampled, enlarged back (the reference's fixed-size input).
   A 1-2 px crack in a 64 px window becomes sub-pixel, its mask breaks up, and the enlarged patch is
   blurred: Magnetic Tile cracks (median width 1.2 px, 75% need more than 32 px) come out faint.
@@ -45,7 +45,11 @@ class PandaSynthesizer:
         self.scheduler = make_scheduler(Path(model_dir) / "scheduler", config.sampler, config.steps)
         self.window = int(self.model.unet.config.sample_size)
         self.config = config
-        self.window_mode = self.model.window_mode if window_mode == "auto" else window_mode
+        self.window_modes = (
+            self.model.window_modes
+            if window_mode == "auto"
+            else {t: window_mode for t in self.model.defect_types}
+        )
         # a UNet with n levels halves the side n - 1 times: native sides must divide evenly
         self.native_step = max(NATIVE_STEP, 2 ** (len(self.model.unet.config.block_out_channels) - 1))
         self.generator = torch.Generator().manual_seed(seed)
@@ -98,7 +102,7 @@ class PandaSynthesizer:
 
     def batch(self, images: list[np.ndarray], masks: list[np.ndarray], defect_type: str) -> list[np.ndarray]:
         """Generate one defect per (normal image, target mask); returns the edited images in order."""
-        if self.window_mode == "resize":
+        if self.window_modes[defect_type] == "resize":
             return self._sample(images, masks, defect_type, None)
         sides = [native_side(mask, self.window, self.native_step) for mask in masks]
         results: list[np.ndarray | None] = [None] * len(images)

@@ -12,7 +12,6 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from panda.data.preprocess import category_rows, normal_train_rows
-from panda.diffusion.pixel import WINDOW_MODES as FINETUNE_WINDOW_MODES
 from panda.diffusion.sampler import SamplerConfig
 from panda.errors import PandaError
 from panda.io import atomic_dir, read_image, save_png
@@ -25,7 +24,7 @@ from panda.synth.real import real_paste
 BatchSynthesizer = Callable[[list[np.ndarray], DefectContext, np.random.Generator], list[Sample]]
 MANIFEST = "manifest.csv"
 METHODS = ("panda", "cutpaste", "draem", "real")
-WINDOW_MODES = ("auto", *FINETUNE_WINDOW_MODES)  # auto: the denoiser's own; panda.synth.panda says more
+WINDOW_MODES = ("auto", "resize", "native")  # auto: each type as the denoiser learnt it (panda.synth.panda)
 
 
 @dataclass
