@@ -47,7 +47,7 @@ class FinetuneParams:
     mga_channels: list[int] = field(default_factory=lambda: [16, 32, 64, 32, 16])
     unfreeze_base: bool = False
     pma_tau: float = 0.2
-    window_mode: str = "resize"  # phase B windows: resize to `window`, native-resolution tiles, or auto
+    window_mode: str = "auto"  # phase B windows: resize to `window`, native-resolution tiles, or per type
     min_width: float = 1.0  # auto: native for types whose strokes a resize would make thinner (px)
 
     def validate(self) -> None:

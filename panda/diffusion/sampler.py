@@ -15,7 +15,8 @@ eps_normal + s (eps - eps_normal), where eps_normal is the normal-image model (`
 classifier-free guidance extrapolates away from the unconditional prediction. A from-scratch CPU
 denoiser makes defects too faint; with DDPM, s = 2 restores their contrast at the cost of a second
 denoiser call per step (`steps` x 2 calls per image, counted openly). On Magnetic Tile it helps the
-segmenter only without the large Fray/Uneven pairs (README, "Chosen on validation"); the default is 1.
+segmenter only without the large Fray/Uneven pairs (reports/benchmark/README.md, "Chosen on
+validation"); the default is 1.
 With `inject_background: false` (ablation) the background enters neither x0 nor the per-step paste;
 the window is generated freely and only the final result is pasted under the mask.
 """
