@@ -94,8 +94,7 @@ def finetune(
         click.echo(describe(modes))
         mlflow.set_tags({f"window_mode.{t}": m for t, m in modes.items()})
         model = PixelDenoiser(phase_a.unet, defect_types, ft.mga_channels, modes)
-        ids = {defect_types.index(t) + 1: m for t, m in modes.items()}
-        windows = defect_windows(examples, ft.window, ids)
+        windows = defect_windows(examples, ft.window, {model.defect_id(t): m for t, m in modes.items()})
         phase_b = train_phase_b(
             model,
             phase_a.scheduler,

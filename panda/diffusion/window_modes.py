@@ -34,12 +34,12 @@ def type_window_modes(
     masks: Iterable[tuple[np.ndarray, str]], window: int, mode: str, min_width: float
 ) -> dict[str, str]:
     """`mode` for every defect type of `masks` ((mask, type) pairs); `auto` resolved per type."""
-    widths: dict[str, list[float]] = {}
-    for mask, defect_type in masks:
-        if mask.any():
-            widths.setdefault(defect_type, []).append(width_in_window(mask, window))
+    kept = [(mask, t) for mask, t in masks if mask.any()]
     if mode != "auto":
-        return {t: mode for t in widths}
+        return {t: mode for _, t in kept}
+    widths: dict[str, list[float]] = {}
+    for mask, defect_type in kept:
+        widths.setdefault(defect_type, []).append(width_in_window(mask, window))
     return {t: "native" if np.median(w) < min_width else "resize" for t, w in widths.items()}
 
 
