@@ -25,7 +25,7 @@ from rescore import fetch, open_experiment, write_tables
 
 from panda.benchmark import RunResult, aggregate
 from panda.data.preprocess import category_rows, load_manifest, normal_train_rows
-from panda.evaluate import EvalParams, evaluate, validation_metrics
+from panda.evaluate import EvalParams, evaluate
 from panda.params import section
 from panda.segment.data import load_pairs, load_synthetic_pairs
 from panda.segment.train import TrainParams, train_segmenter
@@ -108,7 +108,6 @@ def train_and_score(
     pairs = (torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts]))
     result = train_segmenter(normal, pairs, tp, work / "train_ckpt.pt")
     metrics = evaluate(result.model, manifest, root, category, ev).metrics
-    metrics |= validation_metrics(result.model, manifest, root, category, ev)
     return {**metrics, "train_seconds": result.seconds}
 
 

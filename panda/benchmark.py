@@ -10,7 +10,17 @@ import pandas as pd
 
 from panda.evaluate import VALIDATION_KEYS
 
-HEADLINE = ["pixel_auroc", "pixel_ap", "f1_max", "aupro", "image_auroc", "iou", "miou", "pixel_acc"]
+HEADLINE = [
+    "pixel_auroc",
+    "pixel_ap",
+    "f1_max",
+    "aupro",
+    "image_auroc",
+    "iou",
+    "miou",
+    "pixel_acc",
+    "threshold",
+]
 POOLED = ["pooled_pixel_auroc", "pooled_pixel_ap", "pooled_image_auroc"]
 COST = ["seconds_per_image", "train_seconds"]
 PER_TYPE = ["pixel_auroc", "pixel_ap", "image_auroc", "miou"]

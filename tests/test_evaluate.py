@@ -69,3 +69,43 @@ def test_an_ensemble_map_is_the_mean_of_its_members_maps():
     np.testing.assert_allclose(predict_maps(SegEnsemble(members), images), mean, atol=1e-5)
     with pytest.raises(PandaError, match="at least one"):
         SegEnsemble([])
+
+
+def _split(maps: np.ndarray, masks: np.ndarray, types: list[str]):
+    import pandas as pd
+
+    from panda.evaluate import SplitMaps
+
+    frame = pd.DataFrame({"defect_type": types})
+    return SplitMaps(frame, torch.zeros(len(types), 3, *maps.shape[1:]), maps, masks.astype(np.uint8))
+
+
+def test_adaptive_threshold_is_the_validation_f1_optimum_and_scores_the_test_split_there():
+    """An under-confident segmenter (defects at 0.1, background at 0.02) is measured at its own cut."""
+    from panda.evaluate import choose_threshold, score
+
+    masks = np.zeros((3, 8, 8), np.uint8)
+    masks[0, 2:5, 2:5] = 1
+    masks[1, 4:7, 1:3] = 1
+    maps = np.full(masks.shape, 0.02, np.float32) + 0.08 * masks
+    maps[2, 0, 0] = 0.05  # a weak false alarm on the normal image, below the defects
+    val = _split(maps, masks, ["crack", "hole", "good"])
+    cut, source = choose_threshold("adaptive", val)
+    assert 0.05 < cut <= 0.1 and source.startswith("adaptive")
+    adaptive, _ = score(val, cut, 0.3)
+    fixed, per_defect = score(val, 0.5, 0.3)
+    assert adaptive["iou"] == pytest.approx(1.0) and adaptive["miou"] == pytest.approx(1.0)
+    assert fixed["iou"] == 0.0 and fixed["miou"] < 0.5
+    assert list(per_defect["defect_type"]) == ["crack", "hole"]
+    assert choose_threshold(0.3, val) == (0.3, "fixed")
+    cut, source = choose_threshold("adaptive", None)
+    assert cut == 0.5 and "no validation split" in source
+
+
+@pytest.mark.parametrize("bad", ["auto", 1.5, -0.1])
+def test_bad_thresholds_name_the_key(bad):
+    from panda.errors import PandaError
+    from panda.evaluate import EvalParams
+
+    with pytest.raises(PandaError, match="evaluate.threshold"):
+        EvalParams(threshold=bad).validate()

@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from stages.cli import cli
@@ -36,6 +37,7 @@ def test_pipeline_end_to_end_tracked_and_deterministic(workdir):
         assert f"pooled_{key}" in metrics
     for key in ("pixel_auroc", "pixel_ap", "image_auroc", "miou"):  # the validation split, for tuning
         assert 0.0 <= metrics[f"val_{key}"] <= 1.0, key
+    assert metrics["threshold"] == 0.5
     assert (workdir / "reports/plots/roc.json").is_file() and (workdir / "reports/per_defect.csv").is_file()
     for fig in ("preprocess_samples", "synthetic_samples", "evaluate_samples"):
         assert (workdir / f"reports/figures/{fig}.png").is_file()
@@ -189,7 +191,9 @@ def test_train_warns_when_the_segmenter_marks_nothing(workdir, tiny_params, monk
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["cutpaste", "draem", "real"])
-def test_synthesize_methods_and_predict(workdir, method, tmp_path):
+def test_synthesize_methods_and_predict(workdir, tiny_params, method, tmp_path):
+    tiny_params["evaluate"]["threshold"] = "adaptive"
+    (workdir / "params.yaml").write_text(yaml.safe_dump(tiny_params))
     for stage in ("download", "preprocess"):
         run_stage(stage)
     run_stage("synthesize", "--method", method)
@@ -209,10 +213,15 @@ def test_synthesize_methods_and_predict(workdir, method, tmp_path):
     Image.open(src[0]).resize((90, 70)).save(folder / "a.png")
     Image.open(src[1]).convert("L").save(folder / "b.jpg")
     (folder / "broken.png").write_bytes(b"\x89PNG not really")
-    result = CliRunner().invoke(
-        cli, ["predict", "--input-dir", str(folder), "--output-dir", str(tmp_path / "out")]
-    )
+    predict = ["predict", "--input-dir", str(folder), "--output-dir", str(tmp_path / "out")]
+    result = CliRunner().invoke(cli, predict)  # the adaptive threshold is fitted by evaluate
+    assert result.exit_code != 0 and "run `panda evaluate`" in result.output
+    assert "Traceback" not in result.output
+    run_stage("evaluate")
+    result = CliRunner().invoke(cli, predict)
     assert result.exit_code == 0, result.output
+    fitted = json.loads((workdir / "reports/metrics.json").read_text())["threshold"]
+    assert f"defective at {fitted:.3f}" in result.output
     scores = pd.read_csv(tmp_path / "out" / "scores.csv")
     assert sorted(scores["image"]) == ["a.png", "b.jpg"]
     assert Image.open(tmp_path / "out" / "a_mask.png").size == (90, 70)
