@@ -308,3 +308,37 @@ def test_resynth_pool_rejects_seeds_that_are_not_numbers(tmp_path, monkeypatch):
     bench.write_text(json.dumps({"dataset": "mtd", "runs": [{"method": "panda", "seed": 0, "metrics": {}}]}))
     result = CliRunner().invoke(resynth.main, ["--benchmark", str(bench), "--name", "p", "--pool", "a,b"])
     assert result.exit_code != 0 and "--pool a,b: give comma-separated seeds" in result.output
+
+
+def test_pixel_errors_split_a_types_iou_into_recall_and_false_alarms_on_normals():
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from benchmarks.pixel_errors import pixel_errors
+    from panda.evaluate import SplitMaps
+
+    masks = np.zeros((3, 16, 16), np.uint8)
+    masks[0, 6:10, 6:10] = 1  # 16 defect pixels
+    maps = np.zeros(masks.shape, np.float32)
+    maps[0, 6:10, 6:8] = 0.9  # half found
+    maps[0, 0, 0] = 0.9  # one false alarm on its own image
+    maps[1, 0, :4] = 0.9  # four false alarms on a normal, at the edge
+    maps[2, 8, 8] = 0.9  # one inside a normal
+    images = torch.full((3, 3, 16, 16), 0.5)
+    images[1, :, 0, :4] = 0.1  # the edge alarms sit on dark pixels
+    frame = pd.DataFrame({"defect_type": ["crack", "good", "good"]})
+    rows, where = pixel_errors(SplitMaps(frame, images, maps, masks), 0.5, border=2)
+    assert rows == [
+        {
+            "defect_type": "crack",
+            "mask_pixels": 16,
+            "recall": 0.5,
+            "fp_own_images": 1,
+            "fp_normals": 5,
+            "iou": 8 / (8 + 8 + 1 + 5),
+        }
+    ]
+    assert where["fp_normal_pixels"] == 5 and where["normals_with_fp"] == 2
+    assert where["fp_share_at_border"] == pytest.approx(0.8)
+    assert where["fp_median_gray"] == pytest.approx(0.1)
