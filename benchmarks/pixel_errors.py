@@ -18,8 +18,8 @@ from pathlib import Path
 
 import click
 import numpy as np
+from rescore import open_run
 
-from benchmarks.rescore import open_run
 from panda.data.preprocess import load_manifest
 from panda.evaluate import EvalParams, SplitMaps, predict_split
 from panda.io import write_json

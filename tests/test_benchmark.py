@@ -310,13 +310,14 @@ def test_resynth_pool_rejects_seeds_that_are_not_numbers(tmp_path, monkeypatch):
     assert result.exit_code != 0 and "--pool a,b: give comma-separated seeds" in result.output
 
 
-def test_pixel_errors_split_a_types_iou_into_recall_and_false_alarms_on_normals():
+def test_pixel_errors_split_a_types_iou_into_recall_and_false_alarms_on_normals(monkeypatch):
     import numpy as np
     import pandas as pd
     import torch
 
-    from benchmarks.pixel_errors import pixel_errors
     from panda.evaluate import SplitMaps
+
+    pixel_errors = load_script("pixel_errors", monkeypatch).pixel_errors
 
     masks = np.zeros((3, 16, 16), np.uint8)
     masks[0, 6:10, 6:10] = 1  # 16 defect pixels
