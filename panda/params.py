@@ -39,6 +39,8 @@ def _check_type(value: Any, hint: Any) -> bool:
         return value is None
     if origin in (list, tuple):
         return isinstance(value, (list, tuple))
+    if origin is dict:
+        return isinstance(value, dict)
     if hint is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if hint is int:

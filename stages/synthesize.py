@@ -12,7 +12,7 @@ from panda.figures import grid, overlay
 from panda.io import read_image, write_json
 from panda.params import section
 from panda.synth.quality import compare_contrast
-from panda.synth.run import SynthParams, synthesize
+from panda.synth.run import SynthParams, resolve_guidance, synthesize
 from panda.tracking import stage_run
 from stages.common import (
     DIFFUSION_DIR,
@@ -60,6 +60,10 @@ def synthesize_cmd(
     params, data, tracking = read_sections(params_path, category=category)
     synth = section(params, "synth", SynthParams, str(params_path), method=method, n_per_defect=n_per_defect)
     manifest = load_manifest(PROCESSED_DIR)
+    synth, calibration = resolve_guidance(synth, manifest, PROCESSED_DIR, data.category, DIFFUSION_DIR)
+    guidance = calibration.metrics() if calibration else {}
+    if calibration:
+        click.echo(f"type_guidance: auto -> {calibration.scales} ({calibration.seconds} s)")
     frame, sec_per_image = synthesize(manifest, PROCESSED_DIR, out_dir, data.category, synth, DIFFUSION_DIR)
     real = category_rows(manifest, data.category).query("split == 'gen_train'")
     figure = _grid(real, frame, out_dir, FIGURES_DIR / "synthetic_samples.png")
@@ -70,6 +74,7 @@ def synthesize_cmd(
             "n_images": len(frame),
             "seconds_per_image": round(sec_per_image, 5),
             **contrast,
+            **guidance,
         },
         REPORTS_DIR / "synth_metrics.json",
     )
@@ -83,6 +88,7 @@ def synthesize_cmd(
                 "seconds_per_image": sec_per_image,
                 "mean_mask_area": float(frame["mask_area"].mean()),
                 **contrast,
+                **guidance,
             }
         )
         mlflow.log_artifact(str(figure))

@@ -202,3 +202,28 @@ def test_synthetic_pairs_take_their_labels_from_the_change_to_their_background(t
 def test_label_min_change_outside_gray_levels_is_refused_with_its_key():
     with pytest.raises(PandaError, match="train.label_min_change"):
         TrainParams(steps=1, label_min_change=-1).validate()
+
+
+def test_edge_crops_touch_an_image_edge_only_for_the_samples_asked_and_are_seeded():
+    from panda.segment.train import _crops
+
+    coords = torch.arange(64 * 64, dtype=torch.float32).reshape(1, 1, 64, 64)
+    x, y = coords.repeat(40, 3, 1, 1), torch.zeros(40, 1, 64, 64)
+
+    def touches_edge(crop: torch.Tensor) -> bool:
+        top, left = divmod(int(crop[0, 0, 0]), 64)
+        return top in (0, 48) or left in (0, 48)
+
+    def run(at_edge: list[float] | None) -> torch.Tensor:
+        return _crops(x, y, 16, 0.5, torch.Generator().manual_seed(3), at_edge)[0]
+
+    edged = run([1.0] * 20 + [0.0] * 20)
+    assert all(touches_edge(c) for c in edged[:20])
+    assert sum(touches_edge(c) for c in edged[20:]) < 10  # uniform: ~9% touch an edge
+    assert torch.equal(edged, run([1.0] * 20 + [0.0] * 20))
+    assert torch.equal(run(None), run([0.0] * 40))  # off draws nothing: old runs reproduce
+
+
+def test_normal_edge_fraction_outside_0_1_is_refused_with_its_key():
+    with pytest.raises(PandaError, match="train.normal_edge_fraction"):
+        TrainParams(steps=1, normal_edge_fraction=1.5).validate()

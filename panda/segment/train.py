@@ -39,6 +39,10 @@ class TrainParams:
     max_minutes: float = 0.0  # wall-clock budget; 0 = none (a time-limited run is not reproducible)
     crop_size: int = 0  # train on crops of this side (0 = whole images); inference stays full-image
     defect_crop_fraction: float = 0.5  # share of defective crops centred on a defect pixel
+    # share of normal crops placed against an image edge (0 = uniform). Ours: synthesized edge defects
+    # (breaks) sit on the product's border, whose dark bevels then read as defects on normal photos;
+    # border crops of normals are the hard negatives that say a border alone is not a defect
+    normal_edge_fraction: float = 0.0
     photometric: float = 0.0  # brightness/contrast jitter strength (0 = off; 1 = +-0.1, x exp(+-0.3))
     ema_decay: float = 0.0  # keep and return an EMA of the weights (BatchNorm statistics too); 0 = off
     pretext_steps: int = 0  # start from a U-Net pretrained this long to restore normals (0 = scratch)
@@ -54,6 +58,11 @@ class TrainParams:
             )
         if not 0 <= self.normal_fraction < 1 or not 0 <= self.val_fraction < 1:
             raise PandaError("train.normal_fraction and train.val_fraction must lie in [0, 1)")
+        if not 0 <= self.normal_edge_fraction <= 1:
+            raise PandaError(
+                f"train.normal_edge_fraction = {self.normal_edge_fraction} must lie in [0, 1] "
+                "(0 = uniform crops)"
+            )
         if self.pretext_steps < 0:
             raise PandaError(f"train.pretext_steps = {self.pretext_steps} must be >= 0 (0 = off)")
         if not 0 <= self.label_min_change <= 255:
@@ -115,11 +124,18 @@ def _augment(
 
 
 def _crops(
-    x: torch.Tensor, y: torch.Tensor, size: int, centred: float, gen: torch.Generator
+    x: torch.Tensor,
+    y: torch.Tensor,
+    size: int,
+    centred: float,
+    gen: torch.Generator,
+    at_edge: list[float] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """size x size crops; with probability `centred` a defective sample's crop is centred on a defect pixel.
 
     Small defects then fill a useful share of the batch instead of vanishing in whole-image batches.
+    With `at_edge` (one probability per sample), a crop is pushed against a random image edge that
+    often: see `TrainParams.normal_edge_fraction`.
     """
     h, w = x.shape[-2:]
     if not size or size >= min(h, w):
@@ -133,6 +149,10 @@ def _crops(
             cy, cx = pixels[int(torch.randint(0, len(pixels), (1,), generator=gen))].tolist()
             top = min(max(cy - size // 2, 0), h - size)
             left = min(max(cx - size // 2, 0), w - size)
+        elif at_edge and at_edge[i] and float(torch.rand(1, generator=gen)) < at_edge[i]:
+            side = int(torch.randint(0, 4, (1,), generator=gen))
+            top = {0: 0, 1: h - size}.get(side, top)
+            left = {2: 0, 3: w - size}.get(side, left)
         xs.append(x[i, :, top : top + size, left : left + size])
         ys.append(y[i, :, top : top + size, left : left + size])
     return torch.stack(xs), torch.stack(ys)
@@ -268,7 +288,9 @@ def train_segmenter(
         i_norm, i_syn, gen = _batch(step, params, len(x_norm), len(x_syn))
         xb = torch.cat([x_norm[i_norm], x_syn[i_syn]]) if len(x_syn) else x_norm[i_norm]
         yb = torch.cat([y_norm[i_norm], y_syn[i_syn]]) if len(x_syn) else y_norm[i_norm]
-        xb, yb = _crops(xb, yb, params.crop_size, params.defect_crop_fraction, gen)
+        at_edge = [params.normal_edge_fraction] * len(i_norm) + [0.0] * (len(xb) - len(i_norm))
+        at_edge = at_edge if params.normal_edge_fraction else None
+        xb, yb = _crops(xb, yb, params.crop_size, params.defect_crop_fraction, gen, at_edge)
         xb, yb = _augment(xb, yb, gen, params.photometric)
         lr = lr_at(step, params)
         for group in optimizer.param_groups:

@@ -18,6 +18,7 @@ segmenter collapse, reports/benchmark/README.md "Native-resolution windows"):
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from PIL import Image
 from panda.diffusion.denoiser import PixelDenoiser
 from panda.diffusion.phase_b import crop_box
 from panda.diffusion.sampler import SamplerConfig, make_scheduler, phased_sample
+from panda.errors import PandaError
 
 NATIVE_STEP = 16  # native window sides are multiples of this (UNet down-sampling, fewer batch groups)
 
@@ -40,8 +42,27 @@ def native_side(mask: np.ndarray, window: int, step: int = NATIVE_STEP) -> int:
 
 
 class PandaSynthesizer:
-    def __init__(self, model_dir: Path, config: SamplerConfig, seed: int, window_mode: str = "auto") -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        config: SamplerConfig,
+        seed: int,
+        window_mode: str = "auto",
+        type_guidance: dict[str, float] | None = None,
+    ) -> None:
         self.model = PixelDenoiser.load(Path(model_dir))
+        unknown = sorted(set(type_guidance or {}) - set(self.model.defect_types))
+        if unknown:
+            raise PandaError(
+                f"synth.type_guidance names {', '.join(unknown)}, which the denoiser in {model_dir} was not "
+                f"fine-tuned on; use one of: {', '.join(self.model.defect_types)}"
+            )
+        # per-type guidance (ours): the extrapolation that restores a faint type's contrast
+        # over-darkens a subtle one (benchmarks/sampler_contrast.py measures both against gen_train)
+        self.configs = {
+            t: replace(config, guidance_scale=(type_guidance or {}).get(t, config.guidance_scale))
+            for t in self.model.defect_types
+        }
         self.scheduler = make_scheduler(Path(model_dir) / "scheduler", config.sampler, config.steps)
         self.window = int(self.model.unet.config.sample_size)
         self.config = config
@@ -83,7 +104,7 @@ class PandaSynthesizer:
         background, target, defect = self.prepare(images, masks, defect_type, size)
         boxes = [crop_box(mask, size or self.window) for mask in masks]
         out = phased_sample(
-            self.model, self.scheduler, background, target, defect, self.config, self.generator
+            self.model, self.scheduler, background, target, defect, self.configs[defect_type], self.generator
         )
         gen = ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
         results = []

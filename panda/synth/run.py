@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,9 @@ from panda.synth.cutpaste import cutpaste
 from panda.synth.draem import draem
 from panda.synth.masks import augment_mask, load_mask_folder
 from panda.synth.real import real_paste
+
+if TYPE_CHECKING:
+    from panda.synth.calibrate import GuidanceCalibration
 
 BatchSynthesizer = Callable[[list[np.ndarray], DefectContext, np.random.Generator], list[Sample]]
 MANIFEST = "manifest.csv"
@@ -43,6 +47,8 @@ class SynthParams:
     batch_size: int = 16
     mask_dir: str | None = None  # panda: user-supplied target masks; null = augmented gen_train masks
     guidance_scale: float = 1.0  # panda: eps_normal + s (eps - eps_normal); 1 = off (*ours*)
+    # panda: guidance_scale per defect type; auto = measured on gen_train (panda.synth.calibrate)
+    type_guidance: dict[str, float] | str = field(default_factory=dict)
     defect_types: list[str] = field(default_factory=list)  # synthesize only these types; [] = all
     mix_method: str | None = None  # another method that makes `mix_fraction` of each type's pairs
     mix_fraction: float = 0.0
@@ -79,20 +85,63 @@ class SynthParams:
         if self.n_per_defect < 1 or self.batch_size < 1:
             raise PandaError("synth.n_per_defect and synth.batch_size must be >= 1")
         self.sampler_config().validate()
+        if isinstance(self.type_guidance, str):
+            if self.type_guidance != "auto":
+                raise PandaError(
+                    f"synth.type_guidance = {self.type_guidance!r}: use auto, "
+                    "or a mapping such as {break: 1.0}"
+                )
+            return
+        for defect_type, scale in self.type_guidance.items():
+            if not isinstance(scale, int | float) or scale < 1:
+                raise PandaError(
+                    f"synth.type_guidance.{defect_type} = {scale!r} must be a number >= 1 (1 = no guidance)"
+                )
 
 
 def _per_image(fn: Callable[[np.ndarray, DefectContext, np.random.Generator], Sample]) -> BatchSynthesizer:
     return lambda images, ctx, rng: [fn(img, ctx, rng) for img in images]
 
 
-def _panda(params: SynthParams, model_dir: Path | None) -> BatchSynthesizer:
-    from panda.synth.panda import PandaSynthesizer
-
+def _require_denoiser(model_dir: Path | None) -> Path:
     if model_dir is None or not (Path(model_dir) / "panda.json").is_file():
         raise PandaError(
             f"no fine-tuned PANDA denoiser in {model_dir}; run `panda finetune` with synth.method: panda"
         )
-    synth = PandaSynthesizer(Path(model_dir), params.sampler_config(), params.seed, params.window_mode)
+    return Path(model_dir)
+
+
+def resolve_guidance(
+    params: SynthParams, manifest: pd.DataFrame, processed_dir: Path, category: str, model_dir: Path | None
+) -> tuple[SynthParams, GuidanceCalibration | None]:
+    """`params` with `type_guidance: auto` measured into per-type scales, and the measurement
+    (None when nothing was measured: a mapping was given, or panda makes no pairs)."""
+    if params.type_guidance != "auto":
+        return params, None
+    if "panda" not in [m for m, _ in method_counts(params)]:
+        return replace(params, type_guidance={}), None
+    from panda.synth.calibrate import calibrate_guidance
+
+    rows = category_rows(manifest, category)
+    types = params.defect_types or sorted(rows.loc[rows["split"] == "gen_train", "defect_type"].unique())
+    calibration = calibrate_guidance(
+        _require_denoiser(model_dir),
+        rows,
+        processed_dir,
+        params.sampler_config(),
+        types,
+        params.seed,
+        params.window_mode,
+    )
+    return replace(params, type_guidance=calibration.scales), calibration
+
+
+def _panda(params: SynthParams, model_dir: Path | None) -> BatchSynthesizer:
+    from panda.synth.panda import PandaSynthesizer
+
+    model = _require_denoiser(model_dir)
+    config = params.sampler_config()
+    synth = PandaSynthesizer(model, config, params.seed, params.window_mode, params.type_guidance)
     user_masks: list[np.ndarray] | None = None
 
     def run(images: list[np.ndarray], ctx: DefectContext, rng: np.random.Generator) -> list[Sample]:
@@ -157,6 +206,7 @@ def synthesize(
             f"choose from: {', '.join(known)} (or [] for all)"
         )
     chosen = params.defect_types or known
+    params, _ = resolve_guidance(params, manifest, processed_dir, category, model_dir)
     plan = [(m, n, batch_synthesizer(m, params, model_dir)) for m, n in method_counts(params)]
     records = []
     began = time.perf_counter()
