@@ -57,15 +57,14 @@ class PandaSynthesizer:
                 f"synth.type_guidance names {', '.join(unknown)}, which the denoiser in {model_dir} was not "
                 f"fine-tuned on; use one of: {', '.join(self.model.defect_types)}"
             )
-        # per-type guidance (ours): the extrapolation that restores a faint type's contrast
-        # over-darkens a subtle one (benchmarks/sampler_contrast.py measures both against gen_train)
+        # per-type guidance (ours): the scale that restores a faint type's contrast can over-darken
+        # a subtle one; `synth.type_guidance: auto` measures each type (panda.synth.calibrate)
         self.configs = {
             t: replace(config, guidance_scale=(type_guidance or {}).get(t, config.guidance_scale))
             for t in self.model.defect_types
         }
         self.scheduler = make_scheduler(Path(model_dir) / "scheduler", config.sampler, config.steps)
         self.window = int(self.model.unet.config.sample_size)
-        self.config = config
         self.window_modes = (
             self.model.window_modes
             if window_mode == "auto"
