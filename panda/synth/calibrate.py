@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from panda.data.preprocess import normal_train_rows
 from panda.diffusion.sampler import SamplerConfig
@@ -71,6 +72,7 @@ def calibrate_guidance(
     window_mode: str = "auto",
     per_type: int = 32,
     candidates: tuple[float, ...] = CANDIDATES,
+    batch_size: int = 16,
 ) -> GuidanceCalibration:
     """Per-type guidance scales for `config`'s sampler; a type without a measurable contrast keeps
     `config.guidance_scale`."""
@@ -88,13 +90,16 @@ def calibrate_guidance(
             [read_image(processed / m, "L") >= 128 for m in sub["mask_path"]],
         )
     sampled: dict[str, list[float]] = {t: [] for t in work}
+    bar = tqdm(total=len(candidates) * len(gen), desc="calibrate guidance", unit="img")
     for scale in candidates:
         synth = PandaSynthesizer(model_dir, replace(config, guidance_scale=scale), seed, window_mode)
         for defect_type, (images, masks) in work.items():
             edited = []
-            for i in range(0, len(images), 16):
-                edited += synth.batch(images[i : i + 16], masks[i : i + 16], defect_type)
+            for i in range(0, len(images), batch_size):
+                edited += synth.batch(images[i : i + batch_size], masks[i : i + batch_size], defect_type)
+                bar.update(len(images[i : i + batch_size]))
             sampled[defect_type].append(_mean_contrast(edited, masks))
+    bar.close()
     measured = [t for t in real if t in sampled and not np.isnan(sampled[t]).any()]
     scales = {
         t: crossing(candidates, sampled[t], real[t]) if t in measured else config.guidance_scale

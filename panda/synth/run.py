@@ -132,6 +132,7 @@ def resolve_guidance(
         types,
         params.seed,
         params.window_mode,
+        batch_size=params.batch_size,
     )
     return replace(params, type_guidance=calibration.scales), calibration
 
