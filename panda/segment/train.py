@@ -288,8 +288,8 @@ def train_segmenter(
         i_norm, i_syn, gen = _batch(step, params, len(x_norm), len(x_syn))
         xb = torch.cat([x_norm[i_norm], x_syn[i_syn]]) if len(x_syn) else x_norm[i_norm]
         yb = torch.cat([y_norm[i_norm], y_syn[i_syn]]) if len(x_syn) else y_norm[i_norm]
-        at_edge = [params.normal_edge_fraction] * len(i_norm) + [0.0] * (len(xb) - len(i_norm))
-        at_edge = at_edge if params.normal_edge_fraction else None
+        edge = params.normal_edge_fraction
+        at_edge = [edge] * len(i_norm) + [0.0] * len(i_syn) if edge else None
         xb, yb = _crops(xb, yb, params.crop_size, params.defect_crop_fraction, gen, at_edge)
         xb, yb = _augment(xb, yb, gen, params.photometric)
         lr = lr_at(step, params)
