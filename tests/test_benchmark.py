@@ -343,3 +343,28 @@ def test_pixel_errors_split_a_types_iou_into_recall_and_false_alarms_on_normals(
     assert where["fp_normal_pixels"] == 5 and where["normals_with_fp"] == 2
     assert where["fp_share_at_border"] == pytest.approx(0.8)
     assert where["fp_median_gray"] == pytest.approx(0.1)
+
+
+def test_shortcut_probe_reads_the_segmenter_inside_the_masks_and_the_change_there(monkeypatch):
+    import numpy as np
+    import torch
+
+    mask_scores = load_script("shortcut_probe", monkeypatch).mask_scores
+
+    class DarkFinder(torch.nn.Module):
+        """Fires on dark pixels (inputs arrive normalized to [-1, 1])."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return -x.mean(1, keepdim=True) * 20
+
+    clean = [np.full((16, 16, 3), 200, np.uint8) for _ in range(2)]
+    masks = [np.zeros((16, 16), bool) for _ in range(2)]
+    masks[0][4:8, 4:8] = masks[1][2:6, 2:6] = True
+    redrawn = [c.copy() for c in clean]
+    redrawn[0][4:8, 4:8] = 40  # one mask darkened: a defect the stub finds
+    redrawn[1][0, 0] = 40  # a false alarm outside the other mask
+    scores = mask_scores(DarkFinder(), redrawn, clean, masks, 0.5)
+    assert scores["hit_share"] == 0.5
+    assert scores["fp_px_per_image"] == 0.5
+    assert scores["change_in_mask"] == -80.0
+    assert mask_scores(DarkFinder(), clean, clean, masks, 0.5)["hit_share"] == 0.0
