@@ -56,7 +56,10 @@ def mask_scores(
     }
 
 
-def probe_run(repo: Path, name: str, tmp: Path, n: int, threshold: float) -> list[dict]:
+def probe_run(
+    repo: Path, name: str, tmp: Path, n: int, threshold: float, processed: dict[str, Path]
+) -> list[dict]:
+    """Probe one run; `processed` holds the preprocessed data already copied (shared across runs)."""
     fs = open_experiment(repo, name)
     work = tmp / name
     root = fetch(
@@ -64,7 +67,7 @@ def probe_run(repo: Path, name: str, tmp: Path, n: int, threshold: float) -> lis
         name,
         {"data/models/diffusion": work / "diffusion", "data/models/segmenter/model.pt": work / "seg.pt"},
         tmp,
-        {},
+        processed,
     )
     params = yaml.safe_load(fs.read_text("params.yaml"))
     synth = section(params, "synth", SynthParams, f"{name}/params.yaml")
@@ -87,6 +90,7 @@ def probe_run(repo: Path, name: str, tmp: Path, n: int, threshold: float) -> lis
         own = per_type.get(ctx.defect_type, synth.guidance_scale)
         variants = {"untouched": clean}
         for scale in sorted({0.0, 1.0, float(own)}):
+            # a fresh synthesizer per scale restarts the run's noise seed: the variants differ only in scale
             sampler = PandaSynthesizer(
                 work / "diffusion",
                 synth.sampler_config(),
@@ -113,8 +117,9 @@ def main(names: tuple[str, ...], repo: Path, out: Path, n: int, threshold: float
     """Score each run's segmenter on masks redrawn as normal texture (scale 0) and as defects."""
     report, lines = {}, [f"# Does the segmenter fire on redrawn normal texture? ({n} masks per type)", ""]
     with tempfile.TemporaryDirectory() as tmp:
+        processed: dict[str, Path] = {}
         for name in names:
-            report[name] = probe_run(repo, name, Path(tmp), n, threshold)
+            report[name] = probe_run(repo, name, Path(tmp), n, threshold, processed)
             lines += [f"## {name}", "", markdown_table(report[name]), ""]
     write_json({"n": n, "threshold": threshold, "runs": report}, out.with_suffix(".json"))
     out.with_suffix(".md").write_text("\n".join(lines))
