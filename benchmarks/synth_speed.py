@@ -22,7 +22,7 @@ from panda.io import read_image, write_json
 from panda.params import load_params, section
 from panda.synth.masks import augment_mask
 from panda.synth.panda import PandaSynthesizer
-from panda.synth.run import SynthParams
+from panda.synth.params import SynthParams
 
 
 @click.command()

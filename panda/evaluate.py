@@ -93,12 +93,13 @@ def predict_maps(
     then blurs each map (see `smooth`).
     """
     model.eval()
+    device = next(iter(model.parameters()), torch.empty(0)).device  # images move there batch by batch
     views = MIRRORS if tta else MIRRORS[:1]
     out = []
     for i in tqdm(range(0, len(images), batch), desc="predict", unit="batch", leave=False):
-        x, (h, w) = pad_to_multiple(normalize(images[i : i + batch]))
-        prob = sum(_mirror(torch.sigmoid(model(_mirror(x, d))), d) for d in views) / len(views)
-        out.append(prob[:, 0, :h, :w].numpy())
+        x, (h, w) = pad_to_multiple(normalize(images[i : i + batch]).to(device))
+        prob = sum(_mirror(torch.sigmoid(model(_mirror(x, d)).float()), d) for d in views) / len(views)
+        out.append(prob[:, 0, :h, :w].cpu().numpy())
     if not out:
         return np.zeros((0,) + tuple(images.shape[-2:]), np.float32)
     return smooth(np.concatenate(out), smooth_sigma)

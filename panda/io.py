@@ -41,32 +41,15 @@ def save_png(array: np.ndarray, path: str | Path) -> None:
 
 
 def job_key(config: dict[str, Any], *tensors: Any) -> str:
-    """Identify a training job by its settings and exact input data, for safe checkpoint reuse."""
+    """Identify a training job by its settings and exact input data (any device or dtype), for safe
+    checkpoint reuse."""
+    import torch
+
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     for t in tensors:
         digest.update(str(tuple(t.shape)).encode())
-        digest.update(t.numpy().tobytes())
+        digest.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """torch.save to a temp file, then rename: an interruption never leaves a half-written checkpoint."""
-    import torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path | None, key: str) -> dict[str, Any] | None:
-    """The state saved by `save_checkpoint` if it belongs to the job `key`, else None (start afresh)."""
-    import torch
-
-    if path is None or not Path(path).is_file():
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state if state.get("key") == key else None
 
 
 def write_json(obj: Any, path: str | Path) -> None:
@@ -77,17 +60,8 @@ def write_json(obj: Any, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-@contextlib.contextmanager
-def atomic_dir(target: str | Path) -> Iterator[Path]:
-    """Yield a temp dir beside `target`; on success it replaces `target`, on error it is removed."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+def replace_dir(tmp: Path, target: Path) -> None:
+    """Swap the finished folder `tmp` in as `target` (the old one is removed after the swap)."""
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
         os.replace(target, old)
@@ -95,3 +69,22 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, target)
+
+
+def temp_dir_beside(target: Path) -> Path:
+    """A fresh hidden folder next to `target`, on the same file system, for `replace_dir`."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | Path) -> Iterator[Path]:
+    """Yield a temp dir beside `target`; on success it replaces `target`, on error it is removed."""
+    target = Path(target)
+    tmp = temp_dir_beside(target)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    replace_dir(tmp, target)

@@ -32,11 +32,13 @@ def predict_folder(
     threshold: float = 0.5,
     tta: bool = False,
     smooth_sigma: float = 0.0,
+    batch_size: int = 16,
 ) -> PredictSummary:
     """For each image: `<stem>_map.png`, `<stem>_mask.png`, `<stem>_overlay.png`, and a row in scores.csv.
 
-    Images are scored at the model's training resolution and the map is resized back to the original
-    size. Unreadable files are reported and skipped.
+    Images are scored at the model's training resolution, `batch_size` at a time on the model's
+    device, and each map is resized back to the original size. Unreadable files are reported and
+    skipped.
     """
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
@@ -46,37 +48,50 @@ def predict_folder(
         raise PandaError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {input_dir}")
     output_dir.mkdir(parents=True, exist_ok=True)
     rows, failed = [], []
-    for path in tqdm(files, desc="predict", unit="img"):
-        try:
-            image = read_image(path, "RGB")
-        except PandaError as exc:
-            failed.append((str(path), str(exc)))
+    bar = tqdm(total=len(files), desc="predict", unit="img")
+    for first in range(0, len(files), batch_size):
+        batch: list[tuple[Path, np.ndarray]] = []
+        for path in files[first : first + batch_size]:
+            try:
+                batch.append((path, read_image(path, "RGB")))
+            except PandaError as exc:
+                failed.append((str(path), str(exc)))
+        bar.update(len(files[first : first + batch_size]))
+        if not batch:
             continue
-        h, w = image.shape[:2]
-        small = np.asarray(Image.fromarray(image).resize((image_size, image_size), Image.BICUBIC))
-        x = torch.from_numpy(small).permute(2, 0, 1)[None].float() / 255.0
-        small_map = predict_maps(model, x, tta=tta, smooth_sigma=smooth_sigma)[0]
-        full_map = np.asarray(
-            Image.fromarray(small_map.astype(np.float32), mode="F").resize((w, h), Image.BILINEAR)
-        )
-        mask = full_map >= threshold
-        stem = path.relative_to(input_dir).with_suffix("").as_posix().replace("/", "__")
-        save_png((full_map.clip(0, 1) * 255).round().astype(np.uint8), output_dir / f"{stem}_map.png")
-        save_png(mask.astype(np.uint8) * 255, output_dir / f"{stem}_mask.png")
-        save_png(overlay(image, mask), output_dir / f"{stem}_overlay.png")
-        score = float(full_map.max())
-        rows.append(
-            {
-                "image": str(path.relative_to(input_dir)),
-                "width": w,
-                "height": h,
-                "score": round(score, 6),
-                "defective": score >= threshold,
-                "defect_fraction": round(float(mask.mean()), 6),
-            }
-        )
+        side = (image_size, image_size)
+        small = np.stack([np.asarray(Image.fromarray(im).resize(side, Image.BICUBIC)) for _, im in batch])
+        x = torch.from_numpy(small).permute(0, 3, 1, 2).float() / 255.0
+        maps = predict_maps(model, x, batch=batch_size, tta=tta, smooth_sigma=smooth_sigma)
+        for (path, image), small_map in zip(batch, maps, strict=True):
+            rows.append(_write_outputs(path, image, small_map, input_dir, output_dir, threshold))
+    bar.close()
     scores = pd.DataFrame(rows, columns=["image", "width", "height", "score", "defective", "defect_fraction"])
     tmp = output_dir / ".scores.csv.tmp"
     scores.to_csv(tmp, index=False)
     tmp.replace(output_dir / "scores.csv")
     return PredictSummary(scores, failed)
+
+
+def _write_outputs(
+    path: Path, image: np.ndarray, small_map: np.ndarray, input_dir: Path, output_dir: Path, threshold: float
+) -> dict:
+    """Map, mask and overlay at the image's own size; the image's row of scores.csv."""
+    h, w = image.shape[:2]
+    full_map = np.asarray(
+        Image.fromarray(small_map.astype(np.float32), mode="F").resize((w, h), Image.BILINEAR)
+    )
+    mask = full_map >= threshold
+    stem = path.relative_to(input_dir).with_suffix("").as_posix().replace("/", "__")
+    save_png((full_map.clip(0, 1) * 255).round().astype(np.uint8), output_dir / f"{stem}_map.png")
+    save_png(mask.astype(np.uint8) * 255, output_dir / f"{stem}_mask.png")
+    save_png(overlay(image, mask), output_dir / f"{stem}_overlay.png")
+    score = float(full_map.max())
+    return {
+        "image": str(path.relative_to(input_dir)),
+        "width": w,
+        "height": h,
+        "score": round(score, 6),
+        "defective": score >= threshold,
+        "defect_fraction": round(float(mask.mean()), 6),
+    }

@@ -79,11 +79,37 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+class StageRun:
+    """The active MLflow run of a stage, as the few calls stages make on it."""
+
+    def __init__(self, mlflow: Any, run: Any) -> None:
+        self.mlflow, self.run_id = mlflow, run.info.run_id
+
+    def log_step(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Step metrics from a training loop (the engine calls this on the main process only)."""
+        self.mlflow.log_metrics(dict(metrics), step=step)
+
+    def log_metrics(self, metrics: Mapping[str, Any]) -> None:
+        self.mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float)})
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self.mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+    def log_artifact(self, path: str | Path) -> None:
+        self.mlflow.log_artifact(str(path))
+
+
 @contextlib.contextmanager
 def stage_run(
     stage: str, experiment: str, params: Mapping[str, Any], tags: Mapping[str, str] | None = None
-) -> Iterator[Any]:
-    """Start an MLflow run for `stage`, tagged for later filtering; yields the mlflow module."""
+) -> Iterator[StageRun | None]:
+    """Start an MLflow run for `stage`, tagged for later filtering; yields it as a `StageRun`.
+
+    Under a launcher only the main process (rank 0) tracks: the others get None and log nothing.
+    """
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield None
+        return
     import logging
 
     import mlflow
@@ -96,7 +122,9 @@ def stage_run(
     all_tags = {"stage": stage, "git_commit": git_commit()}
     if os.environ.get("DVC_EXP_NAME"):
         all_tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
+    if os.environ.get("WORLD_SIZE"):
+        all_tags["processes"] = os.environ["WORLD_SIZE"]
     all_tags.update({k: str(v) for k, v in (tags or {}).items()})
     with mlflow.start_run(run_name=stage, tags=all_tags) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in flatten(params).items()})
-        yield run
+        yield StageRun(mlflow, run)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import functools
+import os
+import signal
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,6 +15,7 @@ from typing import Any
 
 import click
 
+from panda.compute import ComputeParams, in_launched_process, is_main_process, launch_command, set_threads
 from panda.errors import PandaError
 from panda.params import load_params, section
 
@@ -57,6 +62,8 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except PandaError as exc:
+            if not is_main_process():  # under a launcher the main process says it once
+                raise SystemExit(1) from None
             raise click.ClickException(str(exc)) from None
 
     return wrapper
@@ -77,3 +84,54 @@ def tags(data: DataParams, with_category: bool = True) -> dict[str, str]:
     if with_category:
         out["category"] = data.category
     return out
+
+
+def read_compute(params: dict[str, Any], params_path: Path) -> ComputeParams:
+    """The `compute` section, with torch's thread count set from it for this process."""
+    compute = section(params, "compute", ComputeParams, str(params_path))
+    compute.uses_cuda()  # `cuda` where there is none: one clear line now, not in every process
+    set_threads(compute)
+    return compute
+
+
+def _command_args(ctx: click.Context) -> list[str]:
+    """The current subcommand and its options as given, to run it again under a launcher."""
+    args = [ctx.info_name or ""]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if isinstance(param, click.Option) and value is not None and not param.is_flag:
+            args += [param.opts[0], str(value)]
+    return args
+
+
+def relaunched(compute: ComputeParams) -> bool:
+    """With `compute.processes > 1` (or an Accelerate config file), run this same stage again under
+    `accelerate launch` and return True once it has finished; False where the stage runs here.
+
+    A SIGTERM or Ctrl-C here stops the launcher and its processes too (no orphans writing on).
+    """
+    if not compute.wants_launcher() or in_launched_process():
+        return False
+    cmd = launch_command(compute, ["stages.cli", *_command_args(click.get_current_context())])
+    proc = subprocess.Popen(cmd, start_new_session=True)
+
+    def stop(signum: int, _frame: Any) -> None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait()
+        raise SystemExit(130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if code:
+        raise click.ClickException(
+            f"the {compute.processes}-process run under `accelerate launch` failed (exit {code}); "
+            "its first error is printed above"
+        )
+    sys.stdout.flush()
+    return True

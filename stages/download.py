@@ -30,4 +30,4 @@ def download(params_path: Path, dataset: str | None, source: str | None, out_dir
         n_files = sum(1 for p in out_dir.rglob("*") if p.is_file())
         mlflow.log_metrics({"n_files": n_files})
         mlflow.set_tag("origin", result.origin)
-        click.echo(f"mlflow run {run.info.run_id}")
+        click.echo(f"mlflow run {run.run_id}")

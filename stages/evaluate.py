@@ -18,6 +18,7 @@ from stages.common import (
     REPORTS_DIR,
     SEGMENTER_PATH,
     params_option,
+    read_compute,
     read_sections,
     tags,
     user_errors,
@@ -38,7 +39,8 @@ def evaluate_cmd(params_path: Path, model_path: Path, category: str | None, repo
     """Pixel AUROC/AP, F1-max, AUPRO, image AUROC, IoU, mIoU, pixel accuracy; per defect type too."""
     params, data, tracking = read_sections(params_path, category=category)
     ev = section(params, "evaluate", EvalParams, str(params_path))
-    model, manifest = load_model(model_path), load_manifest(PROCESSED_DIR)
+    compute = read_compute(params, params_path)
+    model, manifest = load_model(model_path).to(compute.torch_device()), load_manifest(PROCESSED_DIR)
     result = evaluate(model, manifest, PROCESSED_DIR, data.category, ev)
     metrics = {k: round(v, 6) if isinstance(v, float) else v for k, v in result.metrics.items()}
     write_json(metrics, reports_dir / "metrics.json")

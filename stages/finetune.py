@@ -6,15 +6,13 @@ from pathlib import Path
 
 import click
 
-from panda.data.preprocess import category_rows, load_manifest, normal_train_rows
-from panda.diffusion.denoiser import PixelDenoiser
-from panda.diffusion.phase_b import defect_windows, train_phase_b
-from panda.diffusion.pixel import FinetuneParams, as_model_channels, train_phase_a
-from panda.diffusion.window_modes import describe, type_window_modes
-from panda.io import atomic_dir, read_image, write_json
+from panda.data.preprocess import load_manifest
+from panda.diffusion.finetune import finetune_category
+from panda.diffusion.pixel import FinetuneParams
+from panda.diffusion.window_modes import describe
+from panda.io import atomic_dir, write_json
 from panda.params import section
-from panda.segment.data import load_pairs
-from panda.synth.run import SynthParams, method_counts
+from panda.synth.params import SynthParams, method_counts
 from panda.tracking import project_root, stage_run
 from stages.common import (
     CHECKPOINT_DIR,
@@ -23,7 +21,9 @@ from stages.common import (
     REPORTS_DIR,
     DataParams,
     params_option,
+    read_compute,
     read_sections,
+    relaunched,
     tags,
     user_errors,
 )
@@ -39,10 +39,10 @@ def _skip(method: str, out_dir: Path, data: DataParams, experiment: str) -> None
     with atomic_dir(out_dir) as tmp:
         (tmp / "NOT_TRAINED.txt").write_text(note)
     write_json({"trained": 0}, REPORTS_DIR / "finetune_metrics.json")
-    with stage_run("finetune", experiment, {"data": vars(data), "synth": {"method": method}}, tags(data)):
-        import mlflow
-
-        mlflow.log_metric("trained", 0)
+    with stage_run(
+        "finetune", experiment, {"data": vars(data), "synth": {"method": method}}, tags(data)
+    ) as run:
+        run.log_metrics({"trained": 0})
     click.echo(f"finetune skipped: {note.strip()}")
 
 
@@ -62,75 +62,40 @@ def finetune(
         params, "finetune", FinetuneParams, str(params_path), steps=steps, phase_b_steps=phase_b_steps
     )
     synth = section(params, "synth", SynthParams, str(params_path))
+    compute = read_compute(params, params_path)
     if "panda" not in [m for m, _ in method_counts(synth)]:
         _skip(synth.method, out_dir, data, tracking.experiment)
         return
-    rows = category_rows(load_manifest(PROCESSED_DIR), data.category)
-    images, _ = load_pairs(PROCESSED_DIR, normal_train_rows(rows))
-    gen = rows[rows["split"] == "gen_train"].sort_values("image_path")
-    defect_types = sorted(gen["defect_type"].unique())
-    with stage_run("finetune", tracking.experiment, {"data": vars(data), "finetune": vars(ft)}, tags(data)):
-        import mlflow
-
-        def log(step: int, metrics: dict[str, float]) -> None:
-            if step % 10 == 0:
-                mlflow.log_metrics(metrics, step=step)
-
-        # phase A is cached at the main repo root, keyed by its own params: shared by DVC experiments
-        cache = project_root() / CHECKPOINT_DIR / "finetune" / "phase_a"
-        images = as_model_channels(images * 2 - 1)
-        phase_a = train_phase_a(images, ft, len(defect_types) + 1, cache, on_step=log)
-        examples = [
-            (
-                read_image(PROCESSED_DIR / r["image_path"], "RGB"),
-                read_image(PROCESSED_DIR / r["mask_path"], "L") >= 128,
-                defect_types.index(r["defect_type"]) + 1,
-            )
-            for _, r in gen.iterrows()
-        ]
-        modes = type_window_modes(
-            ((mask, defect_types[i - 1]) for _, mask, i in examples), ft.window, ft.window_mode, ft.min_width
+    if relaunched(compute):
+        return
+    manifest = load_manifest(PROCESSED_DIR)
+    logged = {"data": vars(data), "finetune": vars(ft), "compute": vars(compute)}
+    with stage_run("finetune", tracking.experiment, logged, tags(data)) as run:
+        result = finetune_category(
+            manifest,
+            PROCESSED_DIR,
+            data.category,
+            ft,
+            compute,
+            # phase A is cached at the main repo root, keyed by its own params: shared by DVC experiments
+            cache_dir=project_root() / CHECKPOINT_DIR / "finetune" / "phase_a",
+            checkpoint_dir=CHECKPOINT_DIR / "finetune" / "phase_b",
+            on_step=run.log_step if run else None,
         )
-        click.echo(describe(modes))
-        mlflow.set_tags({f"window_mode.{t}": m for t, m in modes.items()})
-        model = PixelDenoiser(phase_a.unet, defect_types, ft.mga_channels, modes)
-        windows = defect_windows(examples, ft.window, {model.defect_id(t): m for t, m in modes.items()})
-        phase_b = train_phase_b(
-            model,
-            phase_a.scheduler,
-            windows,
-            ft.phase_b_steps,
-            ft.batch_size,
-            ft.phase_b_lr,
-            ft.pma_tau,
-            ft.unfreeze_base,
-            ft.seed,
-            on_step=log,
-            checkpoint=CHECKPOINT_DIR / "finetune" / "phase_b" / data.category / "ckpt.pt",
-            checkpoint_every=ft.checkpoint_every,
-            ema_decay=ft.ema_decay,
-        )
+        if run is None:  # not the main process: it only trained
+            return
         with atomic_dir(out_dir) as tmp:
-            model.save(tmp)  # weights only: the output stays byte-identical across reruns
-            phase_a.scheduler.save_pretrained(tmp / "scheduler")
-        summary = {
-            "phase_a_steps": phase_a.steps_done,
-            "phase_a_resumed_from": phase_a.resumed_from,
-            "phase_a_loss": phase_a.final_loss,
-            "phase_a_seconds": round(phase_a.seconds, 2),
-            "phase_b_resumed_from": phase_b.resumed_from,
-            "phase_b_loss": phase_b.final_loss,
-            "phase_b_seconds": round(phase_b.seconds, 2),
-            "n_parameters": sum(p.numel() for p in model.parameters()),
-            "n_defect_windows": len(windows.images),
-            "model_channels": int(images.shape[1]),
-            "trained": 1,
-        }
+            result.model.cpu().save(tmp)  # weights only: the output stays byte-identical across reruns
+            result.phase_a.scheduler.save_pretrained(tmp / "scheduler")
+        summary = result.summary()
         write_json(summary, REPORTS_DIR / "finetune_metrics.json")
-        mlflow.log_metrics(summary)
+        run.set_tags({f"window_mode.{t}": m for t, m in result.window_modes.items()})
+        run.log_metrics(summary)
+    a, b = result.phase_a, result.phase_b
+    click.echo(describe(result.window_modes))
     click.echo(
-        f"denoiser: {summary['n_parameters'] / 1e6:.2f}M params; phase A {phase_a.steps_done} steps "
-        f"(resumed at {phase_a.resumed_from}) in {phase_a.seconds:.1f}s, loss {phase_a.final_loss:.4f}; "
-        f"phase B {ft.phase_b_steps} steps (resumed at {phase_b.resumed_from}) on {len(windows.images)} "
-        f"defect windows in {phase_b.seconds:.1f}s, loss {phase_b.final_loss:.4f} -> {out_dir}"
+        f"denoiser: {summary['n_parameters'] / 1e6:.2f}M params; phase A {a.steps_done} steps "
+        f"(resumed at {a.resumed_from}) in {a.seconds:.1f}s, loss {a.final_loss:.4f}; "
+        f"phase B {ft.phase_b_steps} steps (resumed at {b.resumed_from}) on {result.n_defect_windows} "
+        f"defect windows in {b.seconds:.1f}s, loss {b.final_loss:.4f} -> {out_dir}"
     )

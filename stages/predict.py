@@ -12,7 +12,14 @@ from panda.evaluate import ADAPTIVE, EvalParams
 from panda.params import section
 from panda.predict import predict_folder
 from panda.segment.train import load_model
-from stages.common import REPORTS_DIR, SEGMENTER_PATH, params_option, read_sections, user_errors
+from stages.common import (
+    REPORTS_DIR,
+    SEGMENTER_PATH,
+    params_option,
+    read_compute,
+    read_sections,
+    user_errors,
+)
 
 
 def operating_threshold(ev: EvalParams, metrics_path: Path) -> float:
@@ -51,7 +58,9 @@ def predict(
     """Write an anomaly map, a binary mask and an overlay per image, plus scores.csv."""
     params, _, _ = read_sections(params_path)
     ev = section(params, "evaluate", EvalParams, str(params_path), threshold=threshold)
+    compute = read_compute(params, params_path)
     model, image_size = load_model(model_path, with_size=True)
+    model.to(compute.torch_device())
     cut = operating_threshold(ev, REPORTS_DIR / "metrics.json")
     summary = predict_folder(model, input_dir, output_dir, image_size, cut, ev.tta, ev.smooth_sigma)
     for path, reason in summary.failed:

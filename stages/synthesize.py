@@ -7,12 +7,14 @@ from pathlib import Path
 import click
 import pandas as pd
 
+from panda.compute import is_main_process
 from panda.data.preprocess import category_rows, load_manifest
 from panda.figures import grid, overlay
 from panda.io import read_image, write_json
 from panda.params import section
+from panda.synth.params import SynthParams
 from panda.synth.quality import compare_contrast
-from panda.synth.run import SynthParams, resolve_guidance, synthesize
+from panda.synth.run import resolve_guidance, synthesize
 from panda.tracking import stage_run
 from stages.common import (
     DIFFUSION_DIR,
@@ -21,7 +23,9 @@ from stages.common import (
     REPORTS_DIR,
     SYNTHETIC_DIR,
     params_option,
+    read_compute,
     read_sections,
+    relaunched,
     tags,
     user_errors,
 )
@@ -59,12 +63,19 @@ def synthesize_cmd(
     """Synthesize n_per_defect defective images per defect type with the chosen method."""
     params, data, tracking = read_sections(params_path, category=category)
     synth = section(params, "synth", SynthParams, str(params_path), method=method, n_per_defect=n_per_defect)
+    compute = read_compute(params, params_path)
+    if relaunched(compute):
+        return
     manifest = load_manifest(PROCESSED_DIR)
     synth, calibration = resolve_guidance(synth, manifest, PROCESSED_DIR, data.category, DIFFUSION_DIR)
     guidance = calibration.metrics() if calibration else {}
     if calibration:
         click.echo(f"type_guidance: auto -> {calibration.scales} ({calibration.seconds} s)")
-    frame, sec_per_image = synthesize(manifest, PROCESSED_DIR, out_dir, data.category, synth, DIFFUSION_DIR)
+    frame, sec_per_image = synthesize(
+        manifest, PROCESSED_DIR, out_dir, data.category, synth, DIFFUSION_DIR, compute
+    )
+    if not is_main_process():
+        return
     real = category_rows(manifest, data.category).query("split == 'gen_train'")
     figure = _grid(real, frame, out_dir, FIGURES_DIR / "synthetic_samples.png")
     contrast = compare_contrast(real, PROCESSED_DIR, frame, out_dir)

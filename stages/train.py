@@ -11,7 +11,7 @@ from panda.io import write_json
 from panda.params import section
 from panda.segment.data import load_pairs, load_synthetic_pairs
 from panda.segment.train import TrainParams, save_model, train_segmenter
-from panda.synth.run import load_synthetic
+from panda.synth.manifest import load_synthetic
 from panda.tracking import project_root, stage_run
 from stages.common import (
     CHECKPOINT_DIR,
@@ -20,7 +20,9 @@ from stages.common import (
     SEGMENTER_PATH,
     SYNTHETIC_DIR,
     params_option,
+    read_compute,
     read_sections,
+    relaunched,
     tags,
     user_errors,
 )
@@ -40,18 +42,24 @@ def train(params_path: Path, steps: int | None, category: str | None, out_path: 
     normal = load_pairs(PROCESSED_DIR, normal_train_rows(rows))
     frame = load_synthetic(SYNTHETIC_DIR)
     synthetic = load_synthetic_pairs(SYNTHETIC_DIR, frame, PROCESSED_DIR, tp.label_min_change)
-    with stage_run("train", tracking.experiment, {"data": vars(data), "train": vars(tp)}, tags(data)):
-        import mlflow
-
-        def log(step: int, metrics: dict[str, float]) -> None:
-            if step % 5 == 0 or "val_loss" in metrics:
-                mlflow.log_metrics(metrics, step=step)
-
-        # the pretext is cached at the main repo root, keyed by its job: experiments share it
-        pretext_cache = project_root() / CHECKPOINT_DIR / "train" / "pretext"
-        checkpoint = CHECKPOINT_DIR / "train" / data.category / "ckpt.pt"
-        result = train_segmenter(normal, synthetic, tp, checkpoint, on_step=log, pretext_cache=pretext_cache)
-        save_model(result.model, tp, out_path, image_size=int(normal[0].shape[-1]))
+    compute = read_compute(params, params_path)
+    if relaunched(compute):
+        return
+    logged = {"data": vars(data), "train": vars(tp), "compute": vars(compute)}
+    with stage_run("train", tracking.experiment, logged, tags(data)) as run:
+        result = train_segmenter(
+            normal,
+            synthetic,
+            tp,
+            CHECKPOINT_DIR / "train" / "segmenter",
+            compute,
+            on_step=run.log_step if run else None,
+            # the pretext is cached at the main repo root, keyed by its job: experiments share it
+            pretext_cache=project_root() / CHECKPOINT_DIR / "train" / "pretext",
+        )
+        if run is None:  # not the main process: it only trained
+            return
+        save_model(result.model.cpu(), tp, out_path, image_size=int(normal[0].shape[-1]))
         summary = {
             "steps": result.steps_done,
             "resumed_from": result.resumed_from,
@@ -64,7 +72,7 @@ def train(params_path: Path, steps: int | None, category: str | None, out_path: 
             "n_parameters": result.n_parameters,
         }
         write_json(summary, REPORTS_DIR / "train_metrics.json")
-        mlflow.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+        run.log_metrics(summary)
     click.echo(
         f"segmenter: {result.n_parameters / 1e6:.2f}M params, "
         f"{result.steps_done} steps (resumed at {result.resumed_from}) in {result.seconds:.1f}s, "

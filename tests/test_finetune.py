@@ -96,7 +96,7 @@ def _phase_b_job(tmp_path, stop_after=None):
         tau=0.2,
         unfreeze_base=False,
         seed=0,
-        checkpoint=tmp_path / "ckpt.pt",
+        checkpoint_dir=tmp_path / "ckpt",
         checkpoint_every=1,
         stop_after=stop_after,
         ema_decay=0.9,
@@ -266,7 +266,7 @@ def test_type_guidance_sets_each_types_scale_and_its_denoiser_calls(tmp_path, mo
 
 
 def test_type_guidance_below_one_is_refused_with_its_key():
-    from panda.synth.run import SynthParams
+    from panda.synth.params import SynthParams
 
     with pytest.raises(PandaError, match="synth.type_guidance.break"):
         SynthParams("panda", 4, type_guidance={"break": 0.5}).validate()
@@ -288,7 +288,8 @@ def test_auto_guidance_measures_every_chosen_type_on_gen_train_and_feeds_the_sam
 
     from panda.data.preprocess import load_manifest
     from panda.synth.calibrate import calibrate_guidance
-    from panda.synth.run import SynthParams, resolve_guidance, synthesize
+    from panda.synth.params import SynthParams
+    from panda.synth.run import resolve_guidance, synthesize
     from stages.cli import cli
 
     for stage in ("download", "preprocess"):

@@ -134,7 +134,8 @@ def test_mix_makes_its_share_of_each_types_pairs(workdir):
 
     from panda.data.preprocess import load_manifest
     from panda.errors import PandaError
-    from panda.synth.run import SynthParams, synthesize
+    from panda.synth.params import SynthParams
+    from panda.synth.run import synthesize
     from stages.cli import cli
 
     for stage in ("download", "preprocess"):
@@ -169,7 +170,7 @@ def test_mix_makes_its_share_of_each_types_pairs(workdir):
 def test_window_modes_are_checked_by_key():
     from panda.diffusion.pixel import FinetuneParams
     from panda.errors import PandaError
-    from panda.synth.run import SynthParams
+    from panda.synth.params import SynthParams
 
     with pytest.raises(PandaError, match="synth.window_mode = 'crop'"):
         SynthParams("panda", 6, window_mode="crop").validate()

@@ -36,7 +36,7 @@ def test_artifacts_of_a_run_from_a_dvc_temp_copy_land_at_the_main_root(tmp_path,
     monkeypatch.chdir(copy)
     with stage_run("train", "exp-in-copy", {"a": 1}) as run:
         mlflow.log_artifact("note.txt")
-    uri = mlflow.get_run(run.info.run_id).info.artifact_uri
+    uri = mlflow.get_run(run.run_id).info.artifact_uri
     assert uri.startswith((tmp_path.resolve() / "mlruns" / "exp-in-copy").as_uri())
     assert not (copy / "mlruns").exists()
     assert list((tmp_path / "mlruns").rglob("note.txt"))

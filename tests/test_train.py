@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from safetensors.torch import load_file
 
 from panda.errors import PandaError
 from panda.segment.data import IGNORE, ignore_unchanged, load_synthetic_pairs
@@ -32,20 +33,20 @@ def test_resume_after_interruption_gives_identical_weights(tmp_path, ema_decay):
     params = TrainParams(**{**PARAMS.__dict__, "ema_decay": ema_decay})
     normal = (torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.zeros(6, 1, 32, 32))
     synthetic = _data(10, 1)
-    straight = train_segmenter(normal, synthetic, params, tmp_path / "a.pt")
-    first = train_segmenter(normal, synthetic, params, tmp_path / "b.pt", stop_after=4)
+    straight = train_segmenter(normal, synthetic, params, tmp_path / "a")
+    first = train_segmenter(normal, synthetic, params, tmp_path / "b", stop_after=4)
     assert first.steps_done == 4
-    resumed = train_segmenter(normal, synthetic, params, tmp_path / "b.pt")
+    resumed = train_segmenter(normal, synthetic, params, tmp_path / "b")
     assert resumed.resumed_from == 4 and resumed.steps_done == 6
     assert resumed.final_loss == straight.final_loss
-    finished = train_segmenter(normal, synthetic, params, tmp_path / "b.pt")  # nothing left to do
+    finished = train_segmenter(normal, synthetic, params, tmp_path / "b")  # nothing left to do
     assert finished.resumed_from == 6 and finished.final_loss == straight.final_loss
     for (name, a), (_, b) in zip(
         straight.model.state_dict().items(), resumed.model.state_dict().items(), strict=True
     ):
         assert torch.equal(a, b), name
     changed = TrainParams(**{**params.__dict__, "lr": 0.01})
-    assert train_segmenter(normal, synthetic, changed, tmp_path / "b.pt").resumed_from == 0
+    assert train_segmenter(normal, synthetic, changed, tmp_path / "b").resumed_from == 0
 
 
 def test_ema_returns_the_averaged_weights_not_the_last_ones():
@@ -109,7 +110,8 @@ def test_pretext_beats_copying_its_input_is_seeded_and_resets_the_head(tmp_path)
     assert torch.all(model.head.weight == 0) and torch.all(model.head.bias == HEAD_PRIOR_LOGIT)
     # the cached job keeps the restorer before its head was reset: it must beat copying the input
     restorer = SegUNet(base_channels=4)
-    restorer.load_state_dict(torch.load(next(tmp_path.glob("*.pt")), weights_only=True)["model"])
+    folder = max(tmp_path.glob("*/step-*"))
+    restorer.load_state_dict(load_file(folder / "model.safetensors"))
     restorer.eval()
     with torch.no_grad():
         restored = F.l1_loss(restore(restorer, broken), clean).item()
@@ -126,15 +128,15 @@ def test_pretext_resumes_exactly_and_a_finished_run_is_a_cache(tmp_path):
     params = PretextParams(steps=12, batch_size=4, seed=1)
     plain = pretrain_restoration(images, 4, params).state_dict()
     pretrain_restoration(images, 4, params, tmp_path, checkpoint_every=3, stop_after=6)
-    (saved,) = tmp_path.glob("*.pt")
-    assert torch.load(saved, weights_only=True)["step"] == 6
+    kept = sorted(p.name for p in tmp_path.glob("*/step-*"))
+    assert kept == ["step-00000003", "step-00000006"]  # the last two of the interrupted run
     resumed = pretrain_restoration(images, 4, params, tmp_path, checkpoint_every=3).state_dict()
     cached = pretrain_restoration(images, 4, params, tmp_path, stop_after=0).state_dict()
     conv = "downs.0.0.weight"
     assert all(torch.equal(resumed[k], v) and torch.equal(cached[k], v) for k, v in plain.items())
     other = pretrain_restoration(images * 0.5, 4, params, tmp_path, stop_after=0).state_dict()
     assert not torch.equal(other[conv], plain[conv])  # other images: another job, not the cache
-    assert len(list(tmp_path.glob("*.pt"))) == 1
+    assert len(list(tmp_path.iterdir())) == 1  # the other job trained no step, so saved nothing
 
 
 def test_training_from_an_init_copies_it_and_checks_its_shape():

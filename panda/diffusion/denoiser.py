@@ -79,7 +79,7 @@ class PixelDenoiser(nn.Module):
 
     def normal(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Phase A's model: class 0 (normal), no adapter."""
-        return self.base(x, t, torch.zeros(len(x), dtype=torch.long))
+        return self.base(x, t, torch.zeros(len(x), dtype=torch.long, device=x.device))
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """RGB in [-1, 1] -> the model's space: the same pixels, or their gray level for a 1-channel model."""

@@ -17,7 +17,6 @@ reference's textual-inversion tokens and is always trained).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +25,12 @@ import numpy as np
 import torch
 from diffusers import DDPMScheduler
 from PIL import Image
-from tqdm.auto import tqdm
+from torch import nn
 
+from panda.compute import ComputeParams
 from panda.diffusion.denoiser import PixelDenoiser
-from panda.diffusion.pixel import make_ema
-from panda.io import job_key, load_checkpoint, save_checkpoint
+from panda.engine import LoopSpec, train_loop
+from panda.io import job_key
 
 MAX_TILES = 4  # native window_mode: tiles per large defect, so big types do not swamp the batches
 
@@ -104,17 +104,30 @@ def pma_mask(mask: torch.Tensor, t: torch.Tensor, num_train_timesteps: int, tau:
     return mask + a * (1 - mask)
 
 
-def phase_b_loss(
-    model: PixelDenoiser, scheduler: DDPMScheduler, batch: DefectWindows, tau: float, gen: torch.Generator
-) -> torch.Tensor:
-    z0, mask, c = batch.images, batch.masks, batch.defect_ids
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (len(z0),), generator=gen)
-    eps = torch.randn(z0.shape, generator=gen)
-    eps_only = torch.randn(z0.shape, generator=gen)
-    m_t = pma_mask(mask, t, scheduler.config.num_train_timesteps, tau)
-    eps_a = model.aware(scheduler.add_noise(z0, eps, t), t, c, m_t)
-    eps_o = model.only(scheduler.add_noise(mask * z0, eps_only, t), t, c, mask)
-    return 4 * (m_t * (eps - eps_a)).abs().mean() + (eps_only - eps_o).abs().mean()
+class PhaseBObjective(nn.Module):
+    """Phase B's loss as a module, so DDP sees one forward per step (the denoiser's branches are
+    methods, not `forward`). Batches come in on the CPU and move to the adapters' device."""
+
+    def __init__(self, model: PixelDenoiser, scheduler: DDPMScheduler, tau: float) -> None:
+        super().__init__()
+        self.model, self.scheduler, self.tau = model, scheduler, tau
+
+    def forward(self, batch: DefectWindows, gen: torch.Generator) -> torch.Tensor:
+        device = self.model.adapter_aware.head.weight.device
+        z0, mask, c = batch.images, batch.masks, batch.defect_ids
+        big_t = self.scheduler.config.num_train_timesteps
+        t = torch.randint(0, big_t, (len(z0),), generator=gen)
+        eps = torch.randn(z0.shape, generator=gen)
+        eps_only = torch.randn(z0.shape, generator=gen)
+        m_t = pma_mask(mask, t, big_t, self.tau)
+        x_t = self.scheduler.add_noise(z0, eps, t)
+        y_t = self.scheduler.add_noise(mask * z0, eps_only, t)
+        z0, mask, c, t, m_t, x_t, y_t, eps, eps_only = (
+            v.to(device) for v in (z0, mask, c, t, m_t, x_t, y_t, eps, eps_only)
+        )
+        eps_a = self.model.aware(x_t, t, c, m_t).float()
+        eps_o = self.model.only(y_t, t, c, mask).float()
+        return 4 * (m_t * (eps - eps_a)).abs().mean() + (eps_only - eps_o).abs().mean()
 
 
 @dataclass
@@ -135,25 +148,26 @@ def train_phase_b(
     tau: float,
     unfreeze_base: bool,
     seed: int,
+    checkpoint_dir: Path | None = None,
+    compute: ComputeParams | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
-    checkpoint: Path | None = None,
     checkpoint_every: int = 50,
     stop_after: int | None = None,
     ema_decay: float = 0.0,
 ) -> PhaseBResult:
-    """Fine-tune in place, resuming from `checkpoint` when it belongs to this same job.
+    """Fine-tune in place, resuming from `checkpoint_dir` when it holds this same job.
 
-    The job is identified by the settings, the starting weights (phase A) and the defect windows; each
-    step draws its batch from a generator seeded by (seed, step), so a resumed run ends with the same
-    weights as an uninterrupted one. `stop_after` ends early (used to test interruption + resume).
+    The job is identified by the settings, the starting weights (phase A) and the defect windows.
+    `stop_after` ends early (used to test interruption + resume).
     """
     for p in model.unet.parameters():
         p.requires_grad_(unfreeze_base)
     model.unet.class_embedding.weight.requires_grad_(True)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    ema = make_ema(params, ema_decay)
-    windows = DefectWindows(model.encode(windows.images), windows.masks, windows.defect_ids)
+    with torch.no_grad():
+        encoded = model.encode(windows.images)
+    windows = DefectWindows(encoded.cpu(), windows.masks, windows.defect_ids)
     settings = {
         "steps": steps,
         "batch_size": batch_size,
@@ -169,48 +183,28 @@ def train_phase_b(
         windows.masks,
         windows.defect_ids,
     )
-    start, loss_value = 0, float("nan")  # the last step's loss, kept in the checkpoint for resumed runs
-    if (state := load_checkpoint(checkpoint, key)) is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        start = int(state["step"])
-        loss_value = float(state.get("loss", loss_value))
-    model.train()
+    objective = PhaseBObjective(model, scheduler, tau)
+    objective.train()
     model.unet.train(unfreeze_base)
-    began = time.perf_counter()
-    end = steps if stop_after is None else min(steps, start + stop_after)
-    bar = tqdm(range(start, end), desc="finetune (phase B)", unit="step", initial=start, total=steps)
-    for step in bar:
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + 500_000 + step)
+
+    def loss_fn(module: nn.Module, gen: torch.Generator, device: torch.device) -> torch.Tensor:
         idx = torch.randint(0, len(windows.images), (batch_size,), generator=gen)
-        flip = torch.rand(1, generator=gen).item() < 0.5
         batch = DefectWindows(windows.images[idx], windows.masks[idx], windows.defect_ids[idx])
-        if flip:
+        if torch.rand(1, generator=gen).item() < 0.5:
             batch = DefectWindows(batch.images.flip(-1), batch.masks.flip(-1), batch.defect_ids)
-        loss = phase_b_loss(model, scheduler, batch, tau, gen)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if ema is not None:
-            ema.step(params)
-        loss_value = loss.item()
-        bar.set_postfix(loss=f"{loss_value:.4f}")
-        done = step + 1
-        if checkpoint is not None and (done % checkpoint_every == 0 or done == end):
-            state = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "step": done,
-                "loss": loss_value,
-            }
-            if ema is not None:
-                state["ema"] = ema.state_dict()
-            save_checkpoint(checkpoint, {**state, "key": key})
-        if on_step is not None:
-            on_step(done, {"phase_b_loss": loss_value})
-    if ema is not None:
-        ema.copy_to(params)
+        return module(batch, gen)
+
+    spec = LoopSpec("phase_b", steps, seed, checkpoint_every, ema_decay=ema_decay)
+    loop = train_loop(
+        objective,
+        optimizer,
+        loss_fn,
+        spec,
+        key,
+        compute,
+        checkpoint_dir,
+        on_step=on_step,
+        stop_after=stop_after,
+    )
     model.eval()
-    return PhaseBResult(loss_value, time.perf_counter() - began, end, start)
+    return PhaseBResult(loop.final_loss, loop.seconds, loop.steps_done, loop.resumed_from)

@@ -2,26 +2,23 @@
 
 No pretrained model can be fetched on a CPU-only offline machine, so phase A stands in for the
 pretrained text-to-image model of the reference (method.md section 2, *ours*). It follows diffusers'
-unconditional training recipe (DDPMScheduler noise, epsilon prediction, MSE, AdamW, Accelerate with
-save_state/load_state checkpoints). Windows keep fine texture at its native resolution and make the
-cost follow the window size, not the image size.
+unconditional training recipe (DDPMScheduler noise, epsilon prediction, MSE, AdamW) in the shared
+training loop (`panda.engine`: Accelerate, checkpoints, EMA). Windows keep fine texture at its native
+resolution and make the cost follow the window size, not the image size.
 """
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
 from diffusers import DDPMScheduler, UNet2DModel
-from diffusers.training_utils import EMAModel
-from tqdm.auto import tqdm
 
+from panda.compute import ComputeParams
+from panda.engine import LoopSpec, train_loop
 from panda.errors import PandaError
 from panda.io import job_key
 
@@ -114,11 +111,6 @@ def as_model_channels(images: torch.Tensor) -> torch.Tensor:
     return images[:, :1] if gray else images
 
 
-def make_ema(parameters, decay: float) -> EMAModel | None:
-    """EMA of the trained weights, as diffusers' training scripts keep it (warm-up so short runs work)."""
-    return EMAModel(parameters, decay=decay, use_ema_warmup=True) if decay else None
-
-
 def random_windows(images: torch.Tensor, size: int, count: int, gen: torch.Generator) -> torch.Tensor:
     """`count` random size x size crops (with flips) from images (N, C, H, W) in [-1, 1]."""
     n, _, h, w = images.shape
@@ -146,77 +138,60 @@ class PhaseAResult:
     n_parameters: int
 
 
+def phase_a_key(params: FinetuneParams, num_classes: int, images: torch.Tensor) -> str:
+    """Phase A's identity: its own params and data only, so phase-B changes reuse the cached result."""
+    fields = {k: v for k, v in asdict(params).items() if k in PHASE_A_FIELDS}
+    return job_key({**fields, "classes": num_classes}, images)
+
+
 def train_phase_a(
     images: torch.Tensor,
     params: FinetuneParams,
     num_classes: int = 1,
     checkpoint_root: Path | None = None,
+    compute: ComputeParams | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     stop_after: int | None = None,
 ) -> PhaseAResult:
-    """Train the denoiser on normal windows (class 0).
+    """Train the denoiser on normal windows (class 0), epsilon prediction and MSE as in diffusers.
 
     Checkpoints live in `checkpoint_root/<job key>`: an interrupted job resumes, a finished one is
     reused as is (also from DVC experiment copies, which share the main repo's checkpoint root).
     """
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
     torch.manual_seed(params.seed)
     unet = build_unet(params, images.shape[1], num_classes)
     scheduler = build_scheduler(params)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=params.lr, weight_decay=1e-4)
-    unet, optimizer = accelerator.prepare(unet, optimizer)
-    ema = make_ema(unet.parameters(), params.ema_decay)
-    if ema is not None:
-        accelerator.register_for_checkpointing(ema)
-    # phase-A identity: its own params and data only, so phase-B changes reuse the cached result
-    fields = {k: v for k, v in asdict(params).items() if k in PHASE_A_FIELDS}
-    key = job_key({**fields, "classes": num_classes}, images)
-    checkpoint_dir = checkpoint_root / key if checkpoint_root is not None else None
-    start = 0
-    loss_value = float("nan")  # the last step's loss, kept in the checkpoint for resumed runs
-    state_file = checkpoint_dir / "panda_state.json" if checkpoint_dir else None
-    if state_file is not None and state_file.is_file():
-        state = json.loads(state_file.read_text())
-        if state.get("key") == key:
-            accelerator.load_state(str(checkpoint_dir / "accelerate"))
-            start = int(state["step"])
-            loss_value = float(state.get("loss", loss_value))
-    resumed_from = start
-    began = time.perf_counter()
-    end = params.steps if stop_after is None else min(params.steps, start + stop_after)
-    unet.train()
-    bar = tqdm(range(start, end), desc="finetune (phase A)", unit="step", initial=start, total=params.steps)
-    for step in bar:
-        gen = torch.Generator().manual_seed(params.seed * 1_000_003 + step)
-        clean = random_windows(images, params.window, params.batch_size, gen).to(accelerator.device)
-        noise = torch.randn(clean.shape, generator=gen).to(accelerator.device)
-        t = torch.randint(0, params.train_timesteps, (len(clean),), generator=gen).to(accelerator.device)
+
+    def loss_fn(model: torch.nn.Module, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+        clean = random_windows(images, params.window, params.batch_size, gen)
+        noise = torch.randn(clean.shape, generator=gen)
+        t = torch.randint(0, params.train_timesteps, (len(clean),), generator=gen)
         noisy = scheduler.add_noise(clean, noise, t)
-        normal = torch.zeros(len(clean), dtype=torch.long, device=accelerator.device)
-        loss = F.mse_loss(unet(noisy, t, class_labels=normal).sample, noise)
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
-        optimizer.step()
-        if ema is not None:
-            ema.step(unet.parameters())
-        loss_value = loss.item()
-        bar.set_postfix(loss=f"{loss_value:.4f}")
-        done = step + 1
-        if checkpoint_dir is not None and (done % params.checkpoint_every == 0 or done == end):
-            checkpoint_dir.mkdir(parents=True, exist_ok=True)
-            accelerator.save_state(str(checkpoint_dir / "accelerate"))
-            state_file.write_text(json.dumps({"key": key, "step": done, "loss": loss_value}))
-        if on_step is not None:
-            on_step(done, {"phase_a_loss": loss_value})
-    unet = accelerator.unwrap_model(unet).eval()
-    if ema is not None:
-        ema.copy_to(unet.parameters())
+        normal = torch.zeros(len(clean), dtype=torch.long)
+        pred = model(noisy.to(device), t.to(device), class_labels=normal.to(device)).sample
+        return F.mse_loss(pred.float(), noise.to(device))
+
+    spec = LoopSpec("phase_a", params.steps, params.seed, params.checkpoint_every, ema_decay=params.ema_decay)
+    key = phase_a_key(params, num_classes, images)
+    loop = train_loop(
+        unet,
+        optimizer,
+        loss_fn,
+        spec,
+        key,
+        compute,
+        checkpoint_root,
+        True,
+        on_step=on_step,
+        stop_after=stop_after,
+    )
     return PhaseAResult(
         unet=unet,
         scheduler=scheduler,
-        steps_done=end,
-        resumed_from=resumed_from,
-        final_loss=loss_value,
-        seconds=time.perf_counter() - began,
+        steps_done=loop.steps_done,
+        resumed_from=loop.resumed_from,
+        final_loss=loop.final_loss,
+        seconds=loop.seconds,
         n_parameters=sum(p.numel() for p in unet.parameters()),
     )

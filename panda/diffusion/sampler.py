@@ -106,8 +106,8 @@ def phased_sample(
     def abar(t: int) -> torch.Tensor:
         return acp[t] if t >= 0 else torch.tensor(1.0)
 
-    def noise() -> torch.Tensor:
-        return torch.randn(z_bg.shape, generator=generator)
+    def noise() -> torch.Tensor:  # drawn on the CPU: the same numbers on every device
+        return torch.randn(z_bg.shape, generator=generator).to(z_bg.device, z_bg.dtype)
 
     def post(x: torch.Tensor, x0: torch.Tensor, t: int) -> torch.Tensor:
         eps_equiv = (x - abar(t).sqrt() * x0) / (1 - abar(t)).sqrt()
@@ -124,7 +124,7 @@ def phased_sample(
         t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
         b = abar(t_prev).sqrt() * z_bg + (1 - abar(t_prev)).sqrt() * noise()
         m = (1 - abar(t_prev)).sqrt() * noise()
-        t_batch = torch.full((len(x),), t, dtype=torch.long)
+        t_batch = torch.full((len(x),), t, dtype=torch.long, device=x.device)
         only = in_only_window(t, big_t, config.only_windows)
         if only:
             eps = guided(denoiser, denoiser.only(y, t_batch, defect, mask), y, t_batch, scale)
@@ -173,13 +173,17 @@ def plain_inpaint(
     z_bg = denoiser.encode(background)
     acp = scheduler.alphas_cumprod
     timesteps = [int(t) for t in scheduler.timesteps]
-    x = torch.randn(z_bg.shape, generator=generator)
+
+    def noise() -> torch.Tensor:
+        return torch.randn(z_bg.shape, generator=generator).to(z_bg.device, z_bg.dtype)
+
+    x = noise()
     for i, t in enumerate(timesteps):
         t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
         abar = acp[t_prev] if t_prev >= 0 else torch.tensor(1.0)
-        t_batch = torch.full((len(x),), t, dtype=torch.long)
+        t_batch = torch.full((len(x),), t, dtype=torch.long, device=x.device)
         eps = guided(denoiser, denoiser.aware(x, t_batch, defect, mask), x, t_batch, guidance_scale)
         x = scheduler.step(eps, t, x, generator=generator).prev_sample
-        known = abar.sqrt() * z_bg + (1 - abar).sqrt() * torch.randn(z_bg.shape, generator=generator)
+        known = abar.sqrt() * z_bg + (1 - abar).sqrt() * noise()
         x = mask * x + (1 - mask) * known
     return denoiser.decode(x)

@@ -22,10 +22,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
+from torch import nn
 
+from panda.compute import ComputeParams
+from panda.engine import LoopSpec, train_loop
 from panda.errors import PandaError
-from panda.io import job_key, load_checkpoint, save_checkpoint
+from panda.io import job_key
 from panda.segment.data import normalize
 from panda.segment.schedule import warmup_cosine
 from panda.segment.unet import SegUNet
@@ -34,8 +36,9 @@ from panda.segment.unet import SegUNet
 # defect pixels): the restoration head says nothing about defects, so it is reset, not kept.
 HEAD_PRIOR_LOGIT = -3.0
 # Part of the cache key: a checkpoint of an earlier objective (whole-image prediction at a constant
-# rate, which left one seed in two with a near-flat last block) is never resumed as this one.
-OBJECTIVE = "residual-warmup-cosine"
+# rate, which left one seed in two with a near-flat last block) or of the loop before panda.engine
+# (another batch RNG) is never resumed as this one.
+OBJECTIVE = "residual-warmup-cosine-engine"
 
 
 @dataclass
@@ -88,6 +91,7 @@ def pretrain_restoration(
     params: PretextParams,
     cache_dir: Path | None = None,
     checkpoint_every: int = 50,
+    compute: ComputeParams | None = None,
     stop_after: int | None = None,
 ) -> SegUNet:
     """A SegUNet trained to restore corrupted `images` ([0, 1], N x C x H x W); head reset to segment.
@@ -98,40 +102,35 @@ def pretrain_restoration(
     if len(images) == 0:
         raise PandaError("pretext: no normal training images to pretrain on")
     torch.manual_seed(params.seed)
-    gen = torch.Generator().manual_seed(params.seed)
     model = SegUNet(in_channels=images.shape[1], base_channels=base_channels)
     with torch.no_grad():  # a zero correction: training starts exactly at copying the input
         model.head.weight.zero_()
         model.head.bias.zero_()
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=1e-4)
     key = job_key({**asdict(params), "base_channels": base_channels, "objective": OBJECTIVE}, images)
-    checkpoint = Path(cache_dir) / f"{key}.pt" if cache_dir is not None else None
-    start = 0
-    if (state := load_checkpoint(checkpoint, key)) is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        gen.set_state(state["generator"])
-        start = int(state["step"])
-    model.train()
-    end = params.steps if stop_after is None else min(params.steps, start + stop_after)
-    bar = tqdm(range(start, end), desc="pretext", unit="step", initial=start, total=params.steps)
-    for step in bar:
+
+    def loss_fn(module: nn.Module, gen: torch.Generator, device: torch.device) -> torch.Tensor:
         batch = images[torch.randint(0, len(images), (params.batch_size,), generator=gen)]
         if torch.rand(1, generator=gen) < 0.5:
             batch = batch.flip(-1)
         if torch.rand(1, generator=gen) < 0.5:
             batch = batch.flip(-2)
-        for group in optimizer.param_groups:
-            group["lr"] = warmup_cosine(step, params.steps, params.lr)
-        loss = F.l1_loss(restore(model, corrupt(batch, gen)), normalize(batch[:, :1]))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-        done = step + 1
-        if checkpoint is not None and (done % checkpoint_every == 0 or done == params.steps):
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": done}
-            save_checkpoint(checkpoint, state | {"generator": gen.get_state(), "key": key})
+        corrupted = corrupt(batch, gen).to(device)
+        return F.l1_loss(restore(module, corrupted).float(), normalize(batch[:, :1]).to(device))
+
+    spec = LoopSpec("pretext", params.steps, params.seed, checkpoint_every)
+    train_loop(
+        model,
+        optimizer,
+        loss_fn,
+        spec,
+        key,
+        compute,
+        cache_dir,
+        shared_cache=True,
+        lr_at=lambda step: warmup_cosine(step, params.steps, params.lr),
+        stop_after=stop_after,
+    )
     with torch.no_grad():
         model.head.weight.zero_()
         model.head.bias.fill_(HEAD_PRIOR_LOGIT)

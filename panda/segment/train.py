@@ -1,13 +1,12 @@
 """Train the segmenter on normal images + synthesized pairs, with checkpoints and exact resume.
 
-Every batch is drawn from a generator seeded by (seed, step), so a run resumed from a checkpoint
-produces the same weights as one that was never interrupted.
+The loop, checkpoints, exact resume and EMA are `panda.engine`'s; this module brings the segmenter's
+batches (normals + synthetic pairs, crops, flips) and its loss.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 import os
 import time
 from collections.abc import Callable
@@ -16,11 +15,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm.auto import tqdm
+from torch import nn
 
+from panda.compute import ComputeParams
+from panda.engine import LoopSpec, train_loop
 from panda.errors import PandaError
-from panda.io import job_key, load_checkpoint, save_checkpoint
+from panda.io import job_key
 from panda.segment.data import IGNORE, normalize
 from panda.segment.pretext import PretextParams, pretrain_restoration
 from panda.segment.schedule import warmup_cosine
@@ -36,7 +36,6 @@ class TrainParams:
     normal_fraction: float = 0.25
     val_fraction: float = 0.15
     checkpoint_every: int = 50
-    max_minutes: float = 0.0  # wall-clock budget; 0 = none (a time-limited run is not reproducible)
     crop_size: int = 0  # train on crops of this side (0 = whole images); inference stays full-image
     defect_crop_fraction: float = 0.5  # share of defective crops centred on a defect pixel
     # share of normal crops placed against an image edge (0 = uniform). Ours: synthesized edge defects
@@ -44,7 +43,7 @@ class TrainParams:
     # border crops of normals are the hard negatives that say a border alone is not a defect
     normal_edge_fraction: float = 0.0
     photometric: float = 0.0  # brightness/contrast jitter strength (0 = off; 1 = +-0.1, x exp(+-0.3))
-    ema_decay: float = 0.0  # keep and return an EMA of the weights (BatchNorm statistics too); 0 = off
+    ema_decay: float = 0.0  # keep and return an EMA of the weights (diffusers' EMAModel); 0 = off
     pretext_steps: int = 0  # start from a U-Net pretrained this long to restore normals (0 = scratch)
     label_min_change: float = 0.0  # skip mask pixels changed by less (gray levels, 0-255); 0 = off
     seed: int = 0
@@ -159,9 +158,9 @@ def _crops(
 
 
 def _batch(
-    step: int, params: TrainParams, n_normal: int, n_synth: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Generator]:
-    gen = torch.Generator().manual_seed(params.seed * 1_000_003 + step)
+    params: TrainParams, n_normal: int, n_synth: int, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the batch's normal images and synthetic pairs (`normal_fraction` of it normal)."""
     k_normal = int(round(params.batch_size * params.normal_fraction)) if n_normal else 0
     k_synth = params.batch_size - k_normal if n_synth else 0
     if not n_synth:
@@ -169,7 +168,6 @@ def _batch(
     return (
         torch.randint(0, max(n_normal, 1), (k_normal,), generator=gen),
         torch.randint(0, max(n_synth, 1), (k_synth,), generator=gen),
-        gen,
     )
 
 
@@ -182,10 +180,12 @@ def lr_at(step: int, params: TrainParams) -> float:
 def _validate(model: SegUNet, x: torch.Tensor, y: torch.Tensor, batch: int = 32) -> tuple[float, float]:
     if not len(x):
         return float("nan"), float("nan")
+    was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     losses, inter, total = [], 0.0, 0.0
     for i in range(0, len(x), batch):
-        logits = model(normalize(x[i : i + batch]))
+        logits = model(normalize(x[i : i + batch]).to(device)).float().cpu()
         target = y[i : i + batch]
         losses.append(seg_loss(logits, target).item() * len(target))
         valid = (target != IGNORE).float()
@@ -193,38 +193,23 @@ def _validate(model: SegUNet, x: torch.Tensor, y: torch.Tensor, batch: int = 32)
         pred = (logits > 0).float() * valid
         inter += (pred * target).sum().item()
         total += pred.sum().item() + target.sum().item()
-    model.train()
+    model.train(was_training)
     return sum(losses) / len(x), (2 * inter / total) if total else 1.0
-
-
-def _ema(model: SegUNet, decay: float) -> AveragedModel | None:
-    """An exponential moving average of the weights and BatchNorm buffers (None when decay is 0).
-
-    A segmenter trained on a few dozen real defects swings from step to step; the average is the
-    steadier model to score, as diffusers does for denoisers.
-    """
-    if not decay:
-        return None
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
-
-
-def _scored(model: SegUNet, ema: AveragedModel | None) -> SegUNet:
-    """The model to validate and return: the EMA copy when there is one."""
-    return model if ema is None else ema.module
 
 
 def train_segmenter(
     normal: tuple[torch.Tensor, torch.Tensor],
     synthetic: tuple[torch.Tensor, torch.Tensor],
     params: TrainParams,
-    checkpoint: Path | None = None,
+    checkpoint_dir: Path | None = None,
+    compute: ComputeParams | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     stop_after: int | None = None,
     init: SegUNet | None = None,
     pretext_cache: Path | None = None,
 ) -> TrainResult:
     """Train from scratch, from the restoration pretext (`params.pretext_steps`, cached and resumable
-    in `pretext_cache`) or from a copy of `init`; resume from `checkpoint` when it belongs to this job.
+    in `pretext_cache`) or from a copy of `init`; resume from `checkpoint_dir` when it holds this job.
 
     `stop_after` ends the run early after that many steps (used to test interruption + resume).
     """
@@ -235,7 +220,7 @@ def train_segmenter(
         began = time.perf_counter()
         pretext = PretextParams(params.pretext_steps, params.batch_size, params.lr, params.seed)
         init = pretrain_restoration(
-            normal[0], params.base_channels, pretext, pretext_cache, params.checkpoint_every
+            normal[0], params.base_channels, pretext, pretext_cache, params.checkpoint_every, compute
         )
         pretext_seconds = time.perf_counter() - began
     torch.manual_seed(params.seed)
@@ -258,74 +243,48 @@ def train_segmenter(
             f"channels; this job needs base_channels={params.base_channels}, {in_channels} input channels"
         )
     else:
-        model = copy.deepcopy(init)
+        model = copy.deepcopy(init).cpu()
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=1e-4)
-    ema = _ema(model, params.ema_decay)
     key = job_key(asdict(params), x_norm, x_syn, *(init.state_dict().values() if init else ()))
-    start, loss_value = 0, math.nan
-    if (state := load_checkpoint(checkpoint, key)) is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        start = int(state["step"])
-        loss_value = float(state.get("loss", math.nan))
-    resumed_from = start
-    model.train()
-    began = time.perf_counter()
-    end = params.steps if stop_after is None else min(params.steps, start + stop_after)
-    bar = tqdm(range(start, end), desc="train", unit="step", initial=start, total=params.steps)
-    done = start
 
-    def save() -> None:
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": done, "key": key}
-        state["loss"] = loss_value
-        if ema is not None:
-            state["ema"] = ema.state_dict()
-        save_checkpoint(checkpoint, state)
-
-    for step in bar:
-        i_norm, i_syn, gen = _batch(step, params, len(x_norm), len(x_syn))
+    def loss_fn(module: nn.Module, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+        i_norm, i_syn = _batch(params, len(x_norm), len(x_syn), gen)
         xb = torch.cat([x_norm[i_norm], x_syn[i_syn]]) if len(x_syn) else x_norm[i_norm]
         yb = torch.cat([y_norm[i_norm], y_syn[i_syn]]) if len(x_syn) else y_norm[i_norm]
         edge = params.normal_edge_fraction
         at_edge = [edge] * len(i_norm) + [0.0] * len(i_syn) if edge else None
         xb, yb = _crops(xb, yb, params.crop_size, params.defect_crop_fraction, gen, at_edge)
         xb, yb = _augment(xb, yb, gen, params.photometric)
-        lr = lr_at(step, params)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss = seg_loss(model(normalize(xb)), yb)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if ema is not None:
-            ema.update_parameters(model)
-        loss_value = loss.item()
-        bar.set_postfix(loss=f"{loss_value:.4f}")
-        metrics = {"train_loss": loss_value, "lr": lr}
-        done = step + 1
-        if checkpoint is not None and (done % params.checkpoint_every == 0 or done == params.steps):
-            save()
-            metrics["val_loss"], metrics["val_dice"] = _validate(_scored(model, ema), x_val, y_val)
-        if on_step is not None:
-            on_step(done, metrics)
-        if params.max_minutes and time.perf_counter() - began > 60 * params.max_minutes:
-            if checkpoint is not None:
-                save()
-            end = done
-            break
-    model = _scored(model, ema)
+        return seg_loss(module(normalize(xb).to(device)).float(), yb.to(device))
+
+    def validation(trained: nn.Module) -> dict[str, float]:
+        val_loss, val_dice = _validate(trained, x_val, y_val)
+        return {"val_loss": val_loss, "val_dice": val_dice}
+
+    spec = LoopSpec("train", params.steps, params.seed, params.checkpoint_every, ema_decay=params.ema_decay)
+    loop = train_loop(
+        model,
+        optimizer,
+        loss_fn,
+        spec,
+        key,
+        compute,
+        checkpoint_dir,
+        lr_at=lambda step: lr_at(step, params),
+        on_step=on_step,
+        on_checkpoint=validation,
+        stop_after=stop_after,
+    )
     val_loss, val_dice = _validate(model, x_val, y_val)
     model.eval()
     return TrainResult(
         model=model,
-        steps_done=end,
-        resumed_from=resumed_from,
-        final_loss=loss_value,
+        steps_done=loop.steps_done,
+        resumed_from=loop.resumed_from,
+        final_loss=loop.final_loss,
         val_loss=val_loss,
         val_dice=val_dice,
-        seconds=time.perf_counter() - began,
+        seconds=loop.seconds,
         n_parameters=count_parameters(model),
         pretext_seconds=pretext_seconds,
     )

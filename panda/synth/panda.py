@@ -49,8 +49,12 @@ class PandaSynthesizer:
         seed: int,
         window_mode: str = "auto",
         type_guidance: dict[str, float] | None = None,
+        device: torch.device | str = "cpu",
+        mixed_precision: str = "no",
     ) -> None:
-        self.model = PixelDenoiser.load(Path(model_dir))
+        self.device = torch.device(device)
+        self.model = PixelDenoiser.load(Path(model_dir)).to(self.device)
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision)
         unknown = sorted(set(type_guidance or {}) - set(self.model.defect_types))
         if unknown:
             raise PandaError(
@@ -98,13 +102,23 @@ class PandaSynthesizer:
         return background, target, defect
 
     def _sample(
-        self, images: list[np.ndarray], masks: list[np.ndarray], defect_type: str, size: int | None
+        self,
+        images: list[np.ndarray],
+        masks: list[np.ndarray],
+        defect_type: str,
+        size: int | None,
+        generator: torch.Generator,
     ) -> list[np.ndarray]:
-        background, target, defect = self.prepare(images, masks, defect_type, size)
-        boxes = [crop_box(mask, size or self.window) for mask in masks]
-        out = phased_sample(
-            self.model, self.scheduler, background, target, defect, self.configs[defect_type], self.generator
+        background, target, defect = (
+            v.to(self.device) for v in self.prepare(images, masks, defect_type, size)
         )
+        boxes = [crop_box(mask, size or self.window) for mask in masks]
+        dtype = self.autocast_dtype
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            out = phased_sample(
+                self.model, self.scheduler, background, target, defect, self.configs[defect_type], generator
+            )
+        out = out.float().cpu()
         gen = ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
         results = []
         for image, mask, (top, left, side), g in zip(images, masks, boxes, gen, strict=True):
@@ -120,15 +134,27 @@ class PandaSynthesizer:
             results.append(edited)
         return results
 
-    def batch(self, images: list[np.ndarray], masks: list[np.ndarray], defect_type: str) -> list[np.ndarray]:
-        """Generate one defect per (normal image, target mask); returns the edited images in order."""
+    def batch(
+        self,
+        images: list[np.ndarray],
+        masks: list[np.ndarray],
+        defect_type: str,
+        generator: torch.Generator | None = None,
+    ) -> list[np.ndarray]:
+        """Generate one defect per (normal image, target mask); returns the edited images in order.
+
+        The sampler's noise comes from `generator` (default: the synthesizer's own, seeded once), so
+        a batch given its own generator comes out the same whichever process or device samples it."""
+        generator = generator or self.generator
         if self.window_modes[defect_type] == "resize":
-            return self._sample(images, masks, defect_type, None)
+            return self._sample(images, masks, defect_type, None, generator)
         sides = [native_side(mask, self.window, self.native_step) for mask in masks]
         results: list[np.ndarray | None] = [None] * len(images)
         for side in sorted(set(sides)):
             idx = [i for i, s in enumerate(sides) if s == side]
-            edited = self._sample([images[i] for i in idx], [masks[i] for i in idx], defect_type, side)
+            edited = self._sample(
+                [images[i] for i in idx], [masks[i] for i in idx], defect_type, side, generator
+            )
             for i, e in zip(idx, edited, strict=True):
                 results[i] = e
         return results

@@ -1,0 +1,102 @@
+"""Fine-tune the pixel backend on one category: phase A on normal windows, then phase B on gen_train.
+
+`finetune_category` is what `panda finetune` runs; a notebook calls it the same way. Phase A is
+cached under `cache_dir` by its own job key (DVC experiments share it); phase B resumes from
+`checkpoint_dir`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from panda.compute import ComputeParams
+from panda.data.preprocess import category_rows, normal_train_rows
+from panda.diffusion.denoiser import PixelDenoiser
+from panda.diffusion.phase_b import PhaseBResult, defect_windows, train_phase_b
+from panda.diffusion.pixel import FinetuneParams, PhaseAResult, as_model_channels, train_phase_a
+from panda.diffusion.window_modes import type_window_modes
+from panda.io import read_image
+from panda.segment.data import load_pairs
+
+
+@dataclass
+class FinetuneResult:
+    model: PixelDenoiser
+    phase_a: PhaseAResult
+    phase_b: PhaseBResult
+    window_modes: dict[str, str]
+    n_defect_windows: int
+    model_channels: int
+
+    def summary(self) -> dict[str, float | int]:
+        """The numbers `reports/finetune_metrics.json` and MLflow get."""
+        return {
+            "phase_a_steps": self.phase_a.steps_done,
+            "phase_a_resumed_from": self.phase_a.resumed_from,
+            "phase_a_loss": self.phase_a.final_loss,
+            "phase_a_seconds": round(self.phase_a.seconds, 2),
+            "phase_b_resumed_from": self.phase_b.resumed_from,
+            "phase_b_loss": self.phase_b.final_loss,
+            "phase_b_seconds": round(self.phase_b.seconds, 2),
+            "n_parameters": sum(p.numel() for p in self.model.parameters()),
+            "n_defect_windows": self.n_defect_windows,
+            "model_channels": self.model_channels,
+            "trained": 1,
+        }
+
+
+def finetune_category(
+    manifest: pd.DataFrame,
+    processed_dir: Path,
+    category: str,
+    params: FinetuneParams,
+    compute: ComputeParams | None = None,
+    cache_dir: Path | None = None,
+    checkpoint_dir: Path | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> FinetuneResult:
+    """Phase A then phase B for `category`; returns the fine-tuned denoiser (on the compute device)."""
+    rows = category_rows(manifest, category)
+    images, _ = load_pairs(processed_dir, normal_train_rows(rows))
+    gen = rows[rows["split"] == "gen_train"].sort_values("image_path")
+    defect_types = sorted(gen["defect_type"].unique())
+    images = as_model_channels(images * 2 - 1)
+    phase_a = train_phase_a(images, params, len(defect_types) + 1, cache_dir, compute, on_step)
+    examples = [
+        (
+            read_image(processed_dir / r["image_path"], "RGB"),
+            read_image(processed_dir / r["mask_path"], "L") >= 128,
+            defect_types.index(r["defect_type"]) + 1,
+        )
+        for _, r in gen.iterrows()
+    ]
+    modes = type_window_modes(
+        ((mask, defect_types[i - 1]) for _, mask, i in examples),
+        params.window,
+        params.window_mode,
+        params.min_width,
+    )
+    model = PixelDenoiser(phase_a.unet, defect_types, params.mga_channels, modes)
+    model.to(next(phase_a.unet.parameters()).device)
+    windows = defect_windows(examples, params.window, {model.defect_id(t): m for t, m in modes.items()})
+    phase_b = train_phase_b(
+        model,
+        phase_a.scheduler,
+        windows,
+        params.phase_b_steps,
+        params.batch_size,
+        params.phase_b_lr,
+        params.pma_tau,
+        params.unfreeze_base,
+        params.seed,
+        checkpoint_dir,
+        compute,
+        on_step,
+        params.checkpoint_every,
+        ema_decay=params.ema_decay,
+    )
+    return FinetuneResult(model, phase_a, phase_b, modes, len(windows.images), int(images.shape[1]))

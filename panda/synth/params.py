@@ -1,0 +1,90 @@
+"""`synth` in params.yaml: which synthesizer makes how many pairs, and the PANDA sampler's settings.
+
+Kept apart from the synthesizers so that stages which only need the plan (finetune: does panda make
+any pairs?) do not import, and so do not depend on, the synthesis code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from panda.diffusion.sampler import SamplerConfig
+from panda.errors import PandaError
+
+METHODS = ("panda", "cutpaste", "draem", "real")
+WINDOW_MODES = ("auto", "resize", "native")  # auto: each type as the denoiser learnt it (panda.synth.panda)
+
+
+@dataclass
+class SynthParams:
+    method: str
+    n_per_defect: int
+    seed: int = 0
+    placement: str = "prior"  # prior: where this defect type occurs in gen_train; uniform: anywhere
+    texture_dir: str | None = None  # draem: a folder of texture photos (e.g. DTD); null = built-in photos
+    # panda (method.md section 3)
+    steps: int = 20
+    sampler: str = "ddim"
+    pma_steps: int = 16
+    only_windows: list[list[float]] = field(default_factory=lambda: [[0.7, 0.8], [0.3, 0.4]])
+    inject_background: bool = True
+    batch_size: int = 16
+    mask_dir: str | None = None  # panda: user-supplied target masks; null = augmented gen_train masks
+    guidance_scale: float = 1.0  # panda: eps_normal + s (eps - eps_normal); 1 = off (*ours*)
+    # panda: guidance_scale per defect type; auto = measured on gen_train (panda.synth.calibrate)
+    type_guidance: dict[str, float] | str = field(default_factory=dict)
+    defect_types: list[str] = field(default_factory=list)  # synthesize only these types; [] = all
+    mix_method: str | None = None  # another method that makes `mix_fraction` of each type's pairs
+    mix_fraction: float = 0.0
+    window_mode: str = "auto"  # panda: as the denoiser was fine-tuned (auto), or force resize / native
+
+    def sampler_config(self) -> SamplerConfig:
+        return SamplerConfig(
+            self.steps,
+            self.sampler,
+            self.pma_steps,
+            self.only_windows,
+            self.inject_background,
+            self.guidance_scale,
+        )
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise PandaError(
+                f"synth.method = '{self.method}' is not available; choose one of: {', '.join(METHODS)}"
+            )
+        if self.placement not in ("prior", "uniform"):
+            raise PandaError(f"synth.placement = '{self.placement}': use 'prior' or 'uniform'")
+        if self.mix_fraction and self.mix_method not in METHODS:
+            raise PandaError(
+                f"synth.mix_method = {self.mix_method!r}: with synth.mix_fraction > 0 choose one of: "
+                f"{', '.join(METHODS)}"
+            )
+        if not 0 <= self.mix_fraction <= 1:
+            raise PandaError("synth.mix_fraction must lie in [0, 1] (0 = no mix)")
+        if self.window_mode not in WINDOW_MODES:
+            raise PandaError(
+                f"synth.window_mode = '{self.window_mode}': use one of {', '.join(WINDOW_MODES)}"
+            )
+        if self.n_per_defect < 1 or self.batch_size < 1:
+            raise PandaError("synth.n_per_defect and synth.batch_size must be >= 1")
+        self.sampler_config().validate()
+        if isinstance(self.type_guidance, str):
+            if self.type_guidance != "auto":
+                raise PandaError(
+                    f"synth.type_guidance = {self.type_guidance!r}: use auto, "
+                    "or a mapping such as {break: 1.0}"
+                )
+            return
+        for defect_type, scale in self.type_guidance.items():
+            if not isinstance(scale, int | float) or scale < 1:
+                raise PandaError(
+                    f"synth.type_guidance.{defect_type} = {scale!r} must be a number >= 1 (1 = no guidance)"
+                )
+
+
+def method_counts(params: SynthParams) -> list[tuple[str, int]]:
+    """(method, pairs per defect type): `synth.method`, then `synth.mix_method` for its share."""
+    n_mix = round(params.mix_fraction * params.n_per_defect) if params.mix_method else 0
+    plan = [(params.method, params.n_per_defect - n_mix), (params.mix_method or "", n_mix)]
+    return [(m, n) for m, n in plan if n > 0]
