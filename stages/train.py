@@ -38,11 +38,11 @@ def train(params_path: Path, steps: int | None, category: str | None, out_path: 
     """Train the U-Net segmenter; resumes from data/checkpoints after an interruption."""
     params, data, tracking = read_sections(params_path, category=category)
     tp = section(params, "train", TrainParams, str(params_path), steps=steps)
+    compute = read_compute(params, params_path)
     rows = category_rows(load_manifest(PROCESSED_DIR), data.category)
     normal = load_pairs(PROCESSED_DIR, normal_train_rows(rows))
     frame = load_synthetic(SYNTHETIC_DIR)
     synthetic = load_synthetic_pairs(SYNTHETIC_DIR, frame, PROCESSED_DIR, tp.label_min_change)
-    compute = read_compute(params, params_path)
     if relaunched(compute):
         return
     logged = {"data": vars(data), "train": vars(tp), "compute": vars(compute)}
