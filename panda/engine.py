@@ -138,6 +138,16 @@ def save_checkpoint(
     return final
 
 
+def _run_key(key: str, accelerator) -> str:
+    """The job key plus what changes the optimisation itself: process count (each process draws its
+    own batch), accumulation and precision. A 1-process fp32 run keeps the bare key."""
+    world, accumulation = accelerator.num_processes, accelerator.gradient_accumulation_steps
+    precision = str(accelerator.mixed_precision)
+    if (world, accumulation, precision) == (1, 1, "no"):
+        return key
+    return f"{key}-p{world}-a{accumulation}-{precision}"
+
+
 def _drop_other_jobs(checkpoint_dir: Path, key: str) -> None:
     for folder in checkpoint_dir.iterdir() if checkpoint_dir.is_dir() else ():
         if folder.is_dir() and folder.name != key and not folder.name.startswith("."):
@@ -166,6 +176,7 @@ def train_loop(
     place; `stop_after` ends early after that many steps (to test interruption and resume).
     """
     accelerator = make_accelerator(compute)
+    key = _run_key(key, accelerator)
     trainable = [p for p in model.parameters() if p.requires_grad]
     prepared, optimizer = accelerator.prepare(model, optimizer)
     ema = EMAModel(trainable, decay=spec.ema_decay, use_ema_warmup=True) if spec.ema_decay else None
