@@ -20,8 +20,8 @@ from panda.data.preprocess import category_rows, load_manifest, normal_train_row
 from panda.diffusion.speed import time_samplers
 from panda.io import read_image, write_json
 from panda.params import load_params, section
+from panda.synth.diffusion import DiffusionSynthesizer
 from panda.synth.masks import augment_mask
-from panda.synth.panda import PandaSynthesizer
 from panda.synth.params import SynthParams
 
 
@@ -46,7 +46,7 @@ def main(params_path: str, model_dir: str, processed_dir: str, repeats: int, out
     ]
     images = [read_image(Path(processed_dir) / p, "RGB") for p in normal["image_path"][: synth.batch_size]]
 
-    synthesizer = PandaSynthesizer(Path(model_dir), synth.sampler_config(), seed=0)
+    synthesizer = DiffusionSynthesizer(Path(model_dir), synth.sampler_config(), seed=0)
     synthesizer.batch(images, masks, defect_type)  # warm-up
     began = time.perf_counter()
     for _ in range(repeats):

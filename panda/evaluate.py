@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from scipy.ndimage import gaussian_filter
 from tqdm.auto import tqdm
 
 from panda.data.preprocess import category_rows
@@ -26,7 +25,6 @@ class EvalParams:
     threshold: float | str = 0.5  # a number, or "adaptive" (see `choose_threshold`)
     max_fpr: float = 0.3
     tta: bool = True  # average the maps over the mirror images the segmenter was trained with
-    smooth_sigma: float = 0.0  # Gaussian blur of each map, in pixels at the model's size (0 = off)
     validation: bool = True  # also score the validation split (`with_validation_split`) as val_* keys
 
     def validate(self) -> None:
@@ -36,8 +34,6 @@ class EvalParams:
             )
         if not isinstance(self.threshold, str) and not 0 <= self.threshold <= 1:
             raise PandaError(f"evaluate.threshold = {self.threshold} must be in [0, 1] (or '{ADAPTIVE}')")
-        if self.smooth_sigma < 0:
-            raise PandaError(f"evaluate.smooth_sigma = {self.smooth_sigma} must be >= 0 (0 = off)")
 
 
 @dataclass
@@ -70,27 +66,14 @@ def _mirror(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
     return x.flip(dims) if dims else x
 
 
-def smooth(maps: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian blur of each (N, H, W) map, reflected at the border; sigma 0 returns the maps.
-
-    Why: as in anomalib's post-processing, isolated one-pixel spikes then no longer decide an image's
-    score (the max of its map), while a defect-sized blob keeps its peak.
-    """
-    if not sigma:
-        return maps
-    blurred = [gaussian_filter(m, sigma, mode="reflect", truncate=4.0) for m in maps]
-    return np.stack(blurred).astype(maps.dtype)
-
-
 @torch.no_grad()
 def predict_maps(
-    model: SegUNet, images: torch.Tensor, batch: int = 16, tta: bool = False, smooth_sigma: float = 0.0
+    model: SegUNet, images: torch.Tensor, batch: int = 16, tta: bool = False
 ) -> np.ndarray:
     """Anomaly maps in [0, 1] (N, H, W) for images in [0, 1] (N, 3, H, W) of any size.
 
     With `tta` each map is the mean over the four mirror views, which smooths out the view-to-view
-    variance a segmenter trained on a few dozen defects has (4x the inference cost); `smooth_sigma`
-    then blurs each map (see `smooth`).
+    variance a segmenter trained on a few dozen defects has (4x the inference cost).
     """
     model.eval()
     device = next(iter(model.parameters()), torch.empty(0)).device  # images move there batch by batch
@@ -102,7 +85,7 @@ def predict_maps(
         out.append(prob[:, 0, :h, :w].cpu().numpy())
     if not out:
         return np.zeros((0,) + tuple(images.shape[-2:]), np.float32)
-    return smooth(np.concatenate(out), smooth_sigma)
+    return np.concatenate(out)
 
 
 def held_out_rows(manifest: pd.DataFrame, category: str, split: str = "test") -> pd.DataFrame:
@@ -145,7 +128,7 @@ def predict_split(
 ) -> SplitMaps:
     frame = held_out_rows(manifest, category, split)
     x, y = load_pairs(processed_dir, frame)
-    maps = predict_maps(model, x, tta=params.tta, smooth_sigma=params.smooth_sigma)
+    maps = predict_maps(model, x, tta=params.tta)
     return SplitMaps(frame, x, maps, y[:, 0].numpy().astype(np.uint8))
 
 

@@ -31,7 +31,6 @@ def predict_folder(
     image_size: int,
     threshold: float = 0.5,
     tta: bool = False,
-    smooth_sigma: float = 0.0,
     batch_size: int = 16,
 ) -> PredictSummary:
     """For each image: `<stem>_map.png`, `<stem>_mask.png`, `<stem>_overlay.png`, and a row in scores.csv.
@@ -62,7 +61,7 @@ def predict_folder(
         side = (image_size, image_size)
         small = np.stack([np.asarray(Image.fromarray(im).resize(side, Image.BICUBIC)) for _, im in batch])
         x = torch.from_numpy(small).permute(0, 3, 1, 2).float() / 255.0
-        maps = predict_maps(model, x, batch=batch_size, tta=tta, smooth_sigma=smooth_sigma)
+        maps = predict_maps(model, x, batch=batch_size, tta=tta)
         for (path, image), small_map in zip(batch, maps, strict=True):
             rows.append(_write_outputs(path, image, small_map, input_dir, output_dir, threshold))
     bar.close()

@@ -61,6 +61,21 @@ def _read_json(ref: str, path: str) -> dict:
     return json.loads(out.stdout) if out.returncode == 0 else {}
 
 
+def read_benchmark_config(path: Path) -> tuple[str, list[int], tuple[str, ...], tuple[str, ...]]:
+    """(name, seeds, overrides, method specs) from a benchmark file; a bad file names what is wrong."""
+    if not path.is_file():
+        raise PandaError(f"--config {path}: no such file (see benchmarks/*.yaml)")
+    spec = yaml.safe_load(path.read_text()) or {}
+    missing = [k for k in ("name", "seeds", "overrides", "methods") if k not in spec]
+    if missing:
+        keys = "name, seeds, overrides, methods"
+        raise PandaError(f"{path}: missing key '{missing[0]}' (a benchmark file has {keys})")
+    methods = tuple(
+        f"{name}:{';'.join(sets)}" if sets else name for name, sets in spec["methods"].items()
+    )
+    return str(spec["name"]), [int(s) for s in spec["seeds"]], tuple(spec["overrides"]), methods
+
+
 @click.command("benchmark")
 @params_option
 @click.option(
@@ -78,14 +93,28 @@ def _read_json(ref: str, path: str) -> dict:
     "-S", "--set", "sets", multiple=True, help="Extra param override for every run, as in dvc exp run -S."
 )
 @click.option("--rerun", is_flag=True, help="Run again even when an experiment of the same name exists.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A committed benchmark file (benchmarks/<name>.yaml: name, seeds, overrides, methods); "
+    "replaces --method, --seeds and -S.",
+)
 @user_errors
 def benchmark(
-    params_path: Path, methods: tuple[str, ...], seeds: str, sets: tuple[str, ...], rerun: bool
+    params_path: Path,
+    methods: tuple[str, ...],
+    seeds: str,
+    sets: tuple[str, ...],
+    rerun: bool,
+    config_path: Path | None,
 ) -> None:
-    """Run methods x seeds as DVC experiments and write reports/benchmark/<dataset>.md/.json."""
+    """Run methods x seeds as DVC experiments and write reports/benchmark/<name>.md/.json."""
     _, data, _ = read_sections(params_path)
     dataset = next((s.split("=", 1)[1] for s in sets if s.startswith("data.dataset=")), data.dataset)
     seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    if config_path is not None:
+        dataset, seed_list, sets, methods = read_benchmark_config(config_path)
     runs: list[RunResult] = []
     for spec in methods:
         name, method_sets = _parse_method(spec)

@@ -31,8 +31,8 @@ FIGURES_DIR = REPORTS_DIR / "figures"
 
 @dataclass
 class DataParams:
-    dataset: str
-    category: str
+    dataset: str = "demo"
+    category: str = "brick"
     source: str | None = None
     cache_dir: str | None = None
     seed: int = 0

@@ -62,7 +62,7 @@ def predict(
     model, image_size = load_model(model_path, with_size=True)
     model.to(compute.torch_device())
     cut = operating_threshold(ev, REPORTS_DIR / "metrics.json")
-    summary = predict_folder(model, input_dir, output_dir, image_size, cut, ev.tta, ev.smooth_sigma)
+    summary = predict_folder(model, input_dir, output_dir, image_size, cut, ev.tta)
     for path, reason in summary.failed:
         click.secho(f"skipped {path}: {reason}", fg="yellow", err=True)
     n_def = int(summary.scores["defective"].sum())

@@ -14,7 +14,7 @@ from panda.io import read_image, write_json
 from panda.params import section
 from panda.synth.params import SynthParams
 from panda.synth.quality import compare_contrast
-from panda.synth.run import resolve_guidance, synthesize
+from panda.synth.run import synthesize
 from panda.tracking import stage_run
 from stages.common import (
     DIFFUSION_DIR,
@@ -67,10 +67,6 @@ def synthesize_cmd(
     if relaunched(compute):
         return
     manifest = load_manifest(PROCESSED_DIR)
-    synth, calibration = resolve_guidance(synth, manifest, PROCESSED_DIR, data.category, DIFFUSION_DIR)
-    guidance = calibration.metrics() if calibration else {}
-    if calibration:
-        click.echo(f"type_guidance: auto -> {calibration.scales} ({calibration.seconds} s)")
     frame, sec_per_image = synthesize(
         manifest, PROCESSED_DIR, out_dir, data.category, synth, DIFFUSION_DIR, compute
     )
@@ -85,7 +81,6 @@ def synthesize_cmd(
             "n_images": len(frame),
             "seconds_per_image": round(sec_per_image, 5),
             **contrast,
-            **guidance,
         },
         REPORTS_DIR / "synth_metrics.json",
     )
@@ -99,8 +94,7 @@ def synthesize_cmd(
                 "seconds_per_image": sec_per_image,
                 "mean_mask_area": float(frame["mask_area"].mean()),
                 **contrast,
-                **guidance,
-            }
+                }
         )
         mlflow.log_artifact(str(figure))
     click.echo(

@@ -42,7 +42,7 @@ def train(params_path: Path, steps: int | None, category: str | None, out_path: 
     rows = category_rows(load_manifest(PROCESSED_DIR), data.category)
     normal = load_pairs(PROCESSED_DIR, normal_train_rows(rows))
     frame = load_synthetic(SYNTHETIC_DIR)
-    synthetic = load_synthetic_pairs(SYNTHETIC_DIR, frame, PROCESSED_DIR, tp.label_min_change)
+    synthetic = load_synthetic_pairs(SYNTHETIC_DIR, frame)
     if relaunched(compute):
         return
     logged = {"data": vars(data), "train": vars(tp), "compute": vars(compute)}

@@ -23,7 +23,6 @@ TINY = {
     "data": {"dataset": "demo", "source": None, "cache_dir": None, "category": "brick", "seed": 0},
     "preprocess": {"image_size": 32, "normal_test_fraction": 0.2, "gen_train_fraction": 0.334, "seed": 0},
     "finetune": {
-        "backend": "pixel",
         "window": 16,
         "block_channels": [8, 16],
         "steps": 4,
@@ -31,6 +30,7 @@ TINY = {
         "lr": 0.001,
         "train_timesteps": 100,
         "checkpoint_every": 2,
+        "phase_b_steps": 20,
         "seed": 0,
     },
     "synth": {

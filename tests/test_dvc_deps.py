@@ -70,4 +70,4 @@ def test_each_stage_depends_on_all_the_code_it_runs(stage):
 
 def test_the_closure_follows_imports_inside_functions():
     closure = {p.relative_to(ROOT).as_posix() for p in import_closure(ROOT / "stages" / "synthesize.py")}
-    assert "panda/diffusion/sampler.py" in closure and "panda/synth/panda.py" in closure
+    assert "panda/diffusion/sampler.py" in closure and "panda/synth/diffusion.py" in closure

@@ -42,23 +42,6 @@ def test_tta_averages_the_left_right_views():
     np.testing.assert_allclose(averaged, 0.5 * (plain + plain[..., ::-1]), atol=1e-6)
 
 
-def test_smoothing_damps_a_one_pixel_spike_more_than_a_defect_sized_blob():
-    from panda.errors import PandaError
-    from panda.evaluate import EvalParams, smooth
-
-    maps = np.zeros((2, 33, 33), np.float32)
-    maps[0, 16, 16] = 1.0  # a lone false alarm
-    yy, xx = np.mgrid[:33, :33]
-    maps[1] = np.exp(-((yy - 16) ** 2 + (xx - 16) ** 2) / (2 * 4.0**2))  # a blob ~9 px across
-    blurred = smooth(maps, 2.0)
-    assert blurred.shape == maps.shape and blurred.dtype == maps.dtype
-    assert blurred[0].max() < 0.1 and blurred[1].max() > 0.75  # the image score (max) flips order
-    np.testing.assert_allclose(blurred.sum(axis=(1, 2)), maps.sum(axis=(1, 2)), rtol=1e-3)
-    assert smooth(maps, 0.0) is maps
-    with pytest.raises(PandaError, match="evaluate.smooth_sigma"):
-        EvalParams(smooth_sigma=-1).validate()
-
-
 def test_an_ensemble_map_is_the_mean_of_its_members_maps():
     from panda.errors import PandaError
     from panda.segment.ensemble import SegEnsemble

@@ -21,7 +21,6 @@ from panda.diffusion.pixel import (
 )
 from panda.diffusion.sampler import SamplerConfig, phased_sample
 from panda.diffusion.window_modes import stroke_width, type_window_modes, width_in_window
-from panda.errors import PandaError
 
 PARAMS = FinetuneParams(
     steps=3,
@@ -94,7 +93,6 @@ def _phase_b_job(tmp_path, stop_after=None):
         batch_size=2,
         lr=1e-2,
         tau=0.2,
-        unfreeze_base=False,
         seed=0,
         checkpoint_dir=tmp_path / "ckpt",
         checkpoint_every=1,
@@ -167,7 +165,7 @@ def _saved_model(tmp_path, window_mode="resize", defect_types=("crack",)):
 
 
 def test_native_windows_sample_each_mask_at_its_own_side(tmp_path, monkeypatch):
-    from panda.synth import panda as synth_panda
+    from panda.synth import diffusion as synth_panda
 
     sides = []
     real = synth_panda.phased_sample
@@ -177,7 +175,7 @@ def test_native_windows_sample_each_mask_at_its_own_side(tmp_path, monkeypatch):
         return real(model, scheduler, background, *args)
 
     monkeypatch.setattr(synth_panda, "phased_sample", spy)
-    synth = synth_panda.PandaSynthesizer(  # auto: the denoiser was fine-tuned on native windows
+    synth = synth_panda.DiffusionSynthesizer(  # auto: the denoiser was fine-tuned on native windows
         _saved_model(tmp_path, "native"), SamplerConfig(steps=2, pma_steps=1), 0
     )
     rng = np.random.default_rng(0)
@@ -197,21 +195,21 @@ def test_native_windows_sample_each_mask_at_its_own_side(tmp_path, monkeypatch):
 def test_window_mode_follows_the_denoiser_unless_forced(tmp_path):
     import json
 
-    from panda.synth.panda import PandaSynthesizer
+    from panda.synth.diffusion import DiffusionSynthesizer
 
     config = SamplerConfig(steps=2, pma_steps=1)
     model_dir = _saved_model(tmp_path, {"crack": "native", "hole": "resize"}, ("crack", "hole"))
-    assert PandaSynthesizer(model_dir, config, 0).window_modes == {"crack": "native", "hole": "resize"}
-    forced = PandaSynthesizer(model_dir, config, 0, "resize").window_modes
+    assert DiffusionSynthesizer(model_dir, config, 0).window_modes == {"crack": "native", "hole": "resize"}
+    forced = DiffusionSynthesizer(model_dir, config, 0, "resize").window_modes
     assert forced == {"crack": "resize", "hole": "resize"}
     meta = json.loads((model_dir / "panda.json").read_text())
     del meta["window_modes"]
     meta["window_mode"] = "native"  # saved before per-type modes: one mode for every type
     (model_dir / "panda.json").write_text(json.dumps(meta))
-    assert PandaSynthesizer(model_dir, config, 0).window_modes == {"crack": "native", "hole": "native"}
+    assert DiffusionSynthesizer(model_dir, config, 0).window_modes == {"crack": "native", "hole": "native"}
     del meta["window_mode"]  # a denoiser saved before window modes existed was fine-tuned on resized windows
     (model_dir / "panda.json").write_text(json.dumps(meta))
-    assert PandaSynthesizer(model_dir, config, 0).window_modes == {"crack": "resize", "hole": "resize"}
+    assert DiffusionSynthesizer(model_dir, config, 0).window_modes == {"crack": "resize", "hole": "resize"}
 
 
 def test_auto_window_mode_keeps_only_thin_types_native():
@@ -239,8 +237,8 @@ def test_defect_windows_follow_each_types_mode():
     assert windows.masks[:MAX_TILES].sum(dim=(1, 2, 3)).tolist() == [32] * MAX_TILES
 
 
-def test_type_guidance_sets_each_types_scale_and_its_denoiser_calls(tmp_path, monkeypatch):
-    from panda.synth.panda import PandaSynthesizer
+def test_guidance_costs_one_normal_call_per_step_and_none_at_scale_one(tmp_path, monkeypatch):
+    from panda.synth.diffusion import DiffusionSynthesizer
 
     calls = {"normal": 0}
     real_normal = PixelDenoiser.normal
@@ -250,66 +248,13 @@ def test_type_guidance_sets_each_types_scale_and_its_denoiser_calls(tmp_path, mo
         return real_normal(self, *args, **kwargs)
 
     monkeypatch.setattr(PixelDenoiser, "normal", counting)
-    config = SamplerConfig(steps=3, pma_steps=1, guidance_scale=2.0)
     model_dir = _saved_model(tmp_path, "resize", ("crack", "hole"))
-    synth = PandaSynthesizer(model_dir, config, 0, "auto", {"hole": 1.0})
-    assert {t: c.guidance_scale for t, c in synth.configs.items()} == {"crack": 2.0, "hole": 1.0}
     image = np.full((32, 32, 3), 128, np.uint8)
     mask = np.zeros((32, 32), bool)
     mask[10:14, 10:14] = True
-    synth.batch([image], [mask], "hole")
+    plain = DiffusionSynthesizer(model_dir, SamplerConfig(steps=3, pma_steps=1), 0)
+    plain.batch([image], [mask], "hole")
     assert calls["normal"] == 0  # scale 1: one denoiser call per step, no normal reference
-    synth.batch([image], [mask], "crack")
+    guided = DiffusionSynthesizer(model_dir, SamplerConfig(steps=3, pma_steps=1, guidance_scale=2.0), 0)
+    guided.batch([image], [mask], "crack")
     assert calls["normal"] == 3  # scale 2: the normal reference once per step
-    with pytest.raises(PandaError, match="synth.type_guidance names dent"):
-        PandaSynthesizer(model_dir, config, 0, "auto", {"dent": 1.0})
-
-
-def test_type_guidance_below_one_is_refused_with_its_key():
-    from panda.synth.params import SynthParams
-
-    with pytest.raises(PandaError, match="synth.type_guidance.break"):
-        SynthParams("panda", 4, type_guidance={"break": 0.5}).validate()
-
-
-def test_crossing_interpolates_between_the_candidates_around_the_target():
-    from panda.synth.calibrate import crossing
-
-    candidates = (1.0, 2.0, 3.0)
-    assert crossing(candidates, [-10.0, -30.0, -50.0], -20.0) == 1.5  # darker with every step
-    assert crossing(candidates, [2.0, 6.0, 10.0], 8.0) == 2.5  # a bright type: rises instead
-    assert crossing(candidates, [-10.0, -30.0, -50.0], -30.0) == 2.0
-    assert crossing(candidates, [-10.0, -30.0, -50.0], -5.0) == 1.0  # out of reach: the nearest end
-    assert crossing(candidates, [-10.0, -30.0, -50.0], -90.0) == 3.0
-
-
-def test_auto_guidance_measures_every_chosen_type_on_gen_train_and_feeds_the_sampler(workdir, tmp_path):
-    from click.testing import CliRunner
-
-    from panda.data.preprocess import load_manifest
-    from panda.synth.calibrate import calibrate_guidance
-    from panda.synth.params import SynthParams
-    from panda.synth.run import resolve_guidance, synthesize
-    from stages.cli import cli
-
-    for stage in ("download", "preprocess"):
-        assert CliRunner().invoke(cli, [stage]).exit_code == 0
-    processed, manifest = workdir / "data/processed", load_manifest(workdir / "data/processed")
-    model_dir = _saved_model(tmp_path / "model", "resize", ("crack", "hole"))
-    config = SamplerConfig(steps=2, pma_steps=1)
-    rows = manifest[manifest["category"] == "brick"]
-    found = calibrate_guidance(model_dir, rows, processed, config, ["hole"], per_type=3, candidates=(1, 2))
-    assert set(found.scales) == {"hole"} and 1.0 <= found.scales["hole"] <= 2.0
-    assert len(found.sampled["hole"]) == 2 and set(found.real) == {"hole"}
-    params = SynthParams("panda", 2, steps=2, pma_steps=1, only_windows=[], type_guidance="auto")
-    resolved, measured = resolve_guidance(params, manifest, processed, "brick", model_dir)
-    assert measured is not None and set(resolved.type_guidance) == {"crack", "hole"}
-    frame, _ = synthesize(manifest, processed, tmp_path / "syn", "brick", params, model_dir)
-    assert len(frame) == 4  # auto resolved inside synthesize too
-    baseline = SynthParams("cutpaste", 2, type_guidance="auto")
-    assert resolve_guidance(baseline, manifest, processed, "brick", None) == (
-        dataclasses.replace(baseline, type_guidance={}),
-        None,
-    )
-    with pytest.raises(PandaError, match="synth.type_guidance = 'calibrate'"):
-        SynthParams("panda", 2, type_guidance="calibrate").validate()

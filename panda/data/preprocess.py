@@ -27,7 +27,7 @@ SPLITS = ["train", "gen_train", "test"]
 
 @dataclass
 class PreprocessParams:
-    image_size: int
+    image_size: int = 64  # images and masks are resized to image_size x image_size
     normal_test_fraction: float = 0.2
     gen_train_fraction: float = 0.334
     seed: int = 0

@@ -91,7 +91,6 @@ def finetune_category(
         params.batch_size,
         params.phase_b_lr,
         params.pma_tau,
-        params.unfreeze_base,
         params.seed,
         checkpoint_dir,
         compute,

@@ -11,8 +11,8 @@ Loss per batch, one t for both branches, independent noises eps, eps':
   x_t = q(z0, t), eps_A = G_A(U(x_t, t, c), M_t);  y_t = q(M z0, t), eps_O = G_O(U(y_t, t, c), M)
   L = 4 mean|M_t (eps - eps_A)| + 1 mean|eps' - eps_O|,  M_t = M + a(t) (1 - M),
   a(t) = clip((t - tau T) / (T - tau T), 0, 1).
-The base UNet stays frozen unless `unfreeze_base` (*ours*: the class-embedding table stands in for the
-reference's textual-inversion tokens and is always trained).
+The base UNet stays frozen (*ours*: its class-embedding table stands in for the reference's
+textual-inversion tokens and is trained).
 """
 
 from __future__ import annotations
@@ -146,7 +146,6 @@ def train_phase_b(
     batch_size: int,
     lr: float,
     tau: float,
-    unfreeze_base: bool,
     seed: int,
     checkpoint_dir: Path | None = None,
     compute: ComputeParams | None = None,
@@ -161,7 +160,7 @@ def train_phase_b(
     `stop_after` ends early (used to test interruption + resume).
     """
     for p in model.unet.parameters():
-        p.requires_grad_(unfreeze_base)
+        p.requires_grad_(False)
     model.unet.class_embedding.weight.requires_grad_(True)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
@@ -177,7 +176,7 @@ def train_phase_b(
         "ema": ema_decay,
     }
     key = job_key(
-        {**settings, "unfreeze_base": unfreeze_base},
+        settings,
         *[v.detach() for v in model.state_dict().values()],
         windows.images,
         windows.masks,
@@ -185,7 +184,7 @@ def train_phase_b(
     )
     objective = PhaseBObjective(model, scheduler, tau)
     objective.train()
-    model.unet.train(unfreeze_base)
+    model.unet.eval()
 
     def loss_fn(module: nn.Module, gen: torch.Generator, device: torch.device) -> torch.Tensor:
         idx = torch.randint(0, len(windows.images), (batch_size,), generator=gen)

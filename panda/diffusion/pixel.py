@@ -28,8 +28,7 @@ WINDOW_MODES = ("resize", "native", "auto")
 
 @dataclass
 class FinetuneParams:
-    steps: int
-    backend: str = "pixel"
+    steps: int = 400
     window: int = 32
     block_channels: list[int] = field(default_factory=lambda: [16, 32, 64])
     batch_size: int = 16
@@ -39,10 +38,9 @@ class FinetuneParams:
     ema_decay: float = 0.999  # weights used for sampling are an EMA (diffusers' EMAModel); 0 = off
     seed: int = 0
     # phase B (method.md section 2): defect embedding + two Mask Guidance Adapters on gen_train defects
-    phase_b_steps: int = 100
+    phase_b_steps: int = 300
     phase_b_lr: float = 2e-3
     mga_channels: list[int] = field(default_factory=lambda: [16, 32, 64, 32, 16])
-    unfreeze_base: bool = False
     pma_tau: float = 0.2
     window_mode: str = "auto"  # phase B windows: resize to `window`, native-resolution tiles, or per type
     min_width: float = 1.0  # auto: native for types whose strokes a resize would make thinner (px)
@@ -50,8 +48,6 @@ class FinetuneParams:
     def validate(self) -> None:
         if self.phase_b_steps < 0 or not 0 <= self.pma_tau < 1:
             raise PandaError("finetune.phase_b_steps must be >= 0 and finetune.pma_tau in [0, 1)")
-        if self.backend != "pixel":
-            raise PandaError(f"finetune.backend = '{self.backend}' is not available; use 'pixel'")
         if self.window % 2 ** (len(self.block_channels) - 1):
             raise PandaError(
                 f"finetune.window = {self.window} must be divisible by {2 ** (len(self.block_channels) - 1)}"
@@ -69,7 +65,6 @@ class FinetuneParams:
 
 
 PHASE_A_FIELDS = (
-    "backend",
     "window",
     "block_channels",
     "steps",

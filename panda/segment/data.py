@@ -7,11 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from panda.io import read_image
-
-IGNORE = -1.0  # mask value of a pixel the loss skips (see `ignore_unchanged`)
 
 
 def load_pairs(root: Path, frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,36 +29,9 @@ def load_pairs(root: Path, frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Ten
     return x, y
 
 
-def load_backgrounds(root: Path, frame: pd.DataFrame) -> torch.Tensor:
-    """The clean normal image each synthetic pair was made from (manifest column `background`)."""
-    return load_pairs(root, pd.DataFrame({"image_path": frame["background"], "mask_path": ""}))[0]
-
-
-def ignore_unchanged(
-    x: torch.Tensor, y: torch.Tensor, background: torch.Tensor, min_change: float
-) -> torch.Tensor:
-    """Mark mask pixels that the synthesis left (almost) as the background with IGNORE.
-
-    A synthesized defect rarely fills its whole mask: a faint crack covers part of its stroke, a
-    large Uneven patch stays plain texture in places. Training on those pixels as "defect" teaches
-    the segmenter to fire on normal texture. Ours, after NSA (Schlueter et al. 2022), which derives
-    labels from the change to the image; we skip such pixels rather than call them normal, since the
-    test masks count them as defect. `min_change` is in gray levels (0-255) of the change, averaged
-    over a 3x3 neighbourhood so that pixel noise does not punch holes into a defect.
-    """
-    change = (x - background).abs().amax(dim=1, keepdim=True) * 255.0
-    change = F.avg_pool2d(change, 3, stride=1, padding=1, count_include_pad=False)
-    return torch.where((y > 0) & (change < min_change), torch.full_like(y, IGNORE), y)
-
-
-def load_synthetic_pairs(
-    synthetic_dir: Path, frame: pd.DataFrame, processed_dir: Path, min_change: float = 0.0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Synthetic pairs for training; with `min_change` > 0, their unchanged mask pixels are IGNORE."""
-    x, y = load_pairs(synthetic_dir, frame)
-    if min_change and len(frame):
-        y = ignore_unchanged(x, y, load_backgrounds(processed_dir, frame), min_change)
-    return x, y
+def load_synthetic_pairs(synthetic_dir: Path, frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
+    """The synthetic pairs listed in `frame` (the synthetic manifest), as `load_pairs` reads them."""
+    return load_pairs(synthetic_dir, frame)
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:

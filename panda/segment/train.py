@@ -21,7 +21,7 @@ from panda.compute import ComputeParams
 from panda.engine import LoopSpec, train_loop
 from panda.errors import PandaError
 from panda.io import job_key
-from panda.segment.data import IGNORE, normalize
+from panda.segment.data import normalize
 from panda.segment.pretext import PretextParams, pretrain_restoration
 from panda.segment.schedule import warmup_cosine
 from panda.segment.unet import SegUNet, count_parameters
@@ -29,7 +29,7 @@ from panda.segment.unet import SegUNet, count_parameters
 
 @dataclass
 class TrainParams:
-    steps: int
+    steps: int = 150
     batch_size: int = 16
     lr: float = 2e-3
     base_channels: int = 16
@@ -38,14 +38,7 @@ class TrainParams:
     checkpoint_every: int = 50
     crop_size: int = 0  # train on crops of this side (0 = whole images); inference stays full-image
     defect_crop_fraction: float = 0.5  # share of defective crops centred on a defect pixel
-    # share of normal crops placed against an image edge (0 = uniform). Ours: synthesized edge defects
-    # (breaks) sit on the product's border, whose dark bevels then read as defects on normal photos;
-    # border crops of normals are the hard negatives that say a border alone is not a defect
-    normal_edge_fraction: float = 0.0
-    photometric: float = 0.0  # brightness/contrast jitter strength (0 = off; 1 = +-0.1, x exp(+-0.3))
-    ema_decay: float = 0.0  # keep and return an EMA of the weights (diffusers' EMAModel); 0 = off
     pretext_steps: int = 0  # start from a U-Net pretrained this long to restore normals (0 = scratch)
-    label_min_change: float = 0.0  # skip mask pixels changed by less (gray levels, 0-255); 0 = off
     seed: int = 0
 
     def validate(self) -> None:
@@ -57,19 +50,8 @@ class TrainParams:
             )
         if not 0 <= self.normal_fraction < 1 or not 0 <= self.val_fraction < 1:
             raise PandaError("train.normal_fraction and train.val_fraction must lie in [0, 1)")
-        if not 0 <= self.normal_edge_fraction <= 1:
-            raise PandaError(
-                f"train.normal_edge_fraction = {self.normal_edge_fraction} must lie in [0, 1] "
-                "(0 = uniform crops)"
-            )
         if self.pretext_steps < 0:
             raise PandaError(f"train.pretext_steps = {self.pretext_steps} must be >= 0 (0 = off)")
-        if not 0 <= self.label_min_change <= 255:
-            raise PandaError(
-                f"train.label_min_change = {self.label_min_change} must lie in [0, 255] gray levels (0 = off)"
-            )
-        if not 0 <= self.ema_decay < 1:
-            raise PandaError(f"train.ema_decay = {self.ema_decay} must lie in [0, 1) (0 = off)")
 
 
 @dataclass
@@ -86,39 +68,21 @@ class TrainResult:
 
 
 def seg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """BCE + soft dice: BCE trains every pixel, dice keeps tiny defects from drowning in background.
-
-    Pixels whose target is IGNORE take no part in either term.
-    """
-    valid = (target != IGNORE).float()
-    target = target * valid
-    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    bce = (bce * valid).sum() / valid.sum().clamp(min=1)
-    prob = torch.sigmoid(logits) * valid
+    """BCE + soft dice: BCE trains every pixel, dice keeps tiny defects from drowning in background."""
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    prob = torch.sigmoid(logits)
     inter = (prob * target).sum()
     dice = 1 - (2 * inter + 1) / (prob.sum() + target.sum() + 1)
     return bce + dice
 
 
-def _augment(
-    x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, photometric: float = 0.0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random flips of the batch; with `photometric`, per-image brightness and contrast jitter.
-
-    The jitter stands in for exposure changes (Magnetic Tile photographs each tile at several
-    exposures): a defect must be found by its shape and local contrast, not the image's brightness.
-    """
+def _augment(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random horizontal and vertical flips of the batch (the views mirror TTA averages)."""
     flips = torch.rand(2, generator=gen)
     if flips[0] < 0.5:
         x, y = x.flip(-1), y.flip(-1)
     if flips[1] < 0.5:
         x, y = x.flip(-2), y.flip(-2)
-    if photometric:
-        n = len(x)
-        shift = (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * 0.1 * photometric
-        gain = torch.exp((torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * 0.3 * photometric)
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        x = ((x - mean) * gain + mean + shift).clamp(0, 1)
     return x, y
 
 
@@ -128,13 +92,10 @@ def _crops(
     size: int,
     centred: float,
     gen: torch.Generator,
-    at_edge: list[float] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """size x size crops; with probability `centred` a defective sample's crop is centred on a defect pixel.
 
     Small defects then fill a useful share of the batch instead of vanishing in whole-image batches.
-    With `at_edge` (one probability per sample), a crop is pushed against a random image edge that
-    often: see `TrainParams.normal_edge_fraction`.
     """
     h, w = x.shape[-2:]
     if not size or size >= min(h, w):
@@ -148,10 +109,6 @@ def _crops(
             cy, cx = pixels[int(torch.randint(0, len(pixels), (1,), generator=gen))].tolist()
             top = min(max(cy - size // 2, 0), h - size)
             left = min(max(cx - size // 2, 0), w - size)
-        elif at_edge and at_edge[i] and float(torch.rand(1, generator=gen)) < at_edge[i]:
-            side = int(torch.randint(0, 4, (1,), generator=gen))
-            top = {0: 0, 1: h - size}.get(side, top)
-            left = {2: 0, 3: w - size}.get(side, left)
         xs.append(x[i, :, top : top + size, left : left + size])
         ys.append(y[i, :, top : top + size, left : left + size])
     return torch.stack(xs), torch.stack(ys)
@@ -188,9 +145,7 @@ def _validate(model: SegUNet, x: torch.Tensor, y: torch.Tensor, batch: int = 32)
         logits = model(normalize(x[i : i + batch]).to(device)).float().cpu()
         target = y[i : i + batch]
         losses.append(seg_loss(logits, target).item() * len(target))
-        valid = (target != IGNORE).float()
-        target = target * valid
-        pred = (logits > 0).float() * valid
+        pred = (logits > 0).float()
         inter += (pred * target).sum().item()
         total += pred.sum().item() + target.sum().item()
     model.train(was_training)
@@ -251,17 +206,15 @@ def train_segmenter(
         i_norm, i_syn = _batch(params, len(x_norm), len(x_syn), gen)
         xb = torch.cat([x_norm[i_norm], x_syn[i_syn]]) if len(x_syn) else x_norm[i_norm]
         yb = torch.cat([y_norm[i_norm], y_syn[i_syn]]) if len(x_syn) else y_norm[i_norm]
-        edge = params.normal_edge_fraction
-        at_edge = [edge] * len(i_norm) + [0.0] * len(i_syn) if edge else None
-        xb, yb = _crops(xb, yb, params.crop_size, params.defect_crop_fraction, gen, at_edge)
-        xb, yb = _augment(xb, yb, gen, params.photometric)
+        xb, yb = _crops(xb, yb, params.crop_size, params.defect_crop_fraction, gen)
+        xb, yb = _augment(xb, yb, gen)
         return seg_loss(module(normalize(xb).to(device)).float(), yb.to(device))
 
     def validation(trained: nn.Module) -> dict[str, float]:
         val_loss, val_dice = _validate(trained, x_val, y_val)
         return {"val_loss": val_loss, "val_dice": val_dice}
 
-    spec = LoopSpec("train", params.steps, params.seed, params.checkpoint_every, ema_decay=params.ema_decay)
+    spec = LoopSpec("train", params.steps, params.seed, params.checkpoint_every)
     loop = train_loop(
         model,
         optimizer,

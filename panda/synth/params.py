@@ -12,15 +12,15 @@ from panda.diffusion.sampler import SamplerConfig
 from panda.errors import PandaError
 
 METHODS = ("panda", "cutpaste", "draem", "real")
-WINDOW_MODES = ("auto", "resize", "native")  # auto: each type as the denoiser learnt it (panda.synth.panda)
+WINDOW_MODES = ("auto", "resize", "native")  # auto: each type as the denoiser learnt it
 
 
 @dataclass
 class SynthParams:
-    method: str
-    n_per_defect: int
+    method: str = "panda"
+    n_per_defect: int = 24
     seed: int = 0
-    placement: str = "prior"  # prior: where this defect type occurs in gen_train; uniform: anywhere
+    placement: str = "uniform"  # prior: where this defect type occurs in gen_train; uniform: anywhere
     texture_dir: str | None = None  # draem: a folder of texture photos (e.g. DTD); null = built-in photos
     # panda (method.md section 3)
     steps: int = 20
@@ -31,8 +31,6 @@ class SynthParams:
     batch_size: int = 16
     mask_dir: str | None = None  # panda: user-supplied target masks; null = augmented gen_train masks
     guidance_scale: float = 1.0  # panda: eps_normal + s (eps - eps_normal); 1 = off (*ours*)
-    # panda: guidance_scale per defect type; auto = measured on gen_train (panda.synth.calibrate)
-    type_guidance: dict[str, float] | str = field(default_factory=dict)
     defect_types: list[str] = field(default_factory=list)  # synthesize only these types; [] = all
     mix_method: str | None = None  # another method that makes `mix_fraction` of each type's pairs
     mix_fraction: float = 0.0
@@ -69,18 +67,6 @@ class SynthParams:
         if self.n_per_defect < 1 or self.batch_size < 1:
             raise PandaError("synth.n_per_defect and synth.batch_size must be >= 1")
         self.sampler_config().validate()
-        if isinstance(self.type_guidance, str):
-            if self.type_guidance != "auto":
-                raise PandaError(
-                    f"synth.type_guidance = {self.type_guidance!r}: use auto, "
-                    "or a mapping such as {break: 1.0}"
-                )
-            return
-        for defect_type, scale in self.type_guidance.items():
-            if not isinstance(scale, int | float) or scale < 1:
-                raise PandaError(
-                    f"synth.type_guidance.{defect_type} = {scale!r} must be a number >= 1 (1 = no guidance)"
-                )
 
 
 def method_counts(params: SynthParams) -> list[tuple[str, int]]:

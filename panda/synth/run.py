@@ -5,9 +5,8 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -26,9 +25,6 @@ from panda.synth.masks import augment_mask, load_mask_folder
 from panda.synth.params import SynthParams, method_counts
 from panda.synth.real import real_paste
 
-if TYPE_CHECKING:
-    from panda.synth.calibrate import GuidanceCalibration
-
 BatchSynthesizer = Callable[[list[np.ndarray], DefectContext, np.random.Generator], list[Sample]]
 
 
@@ -44,44 +40,16 @@ def _require_denoiser(model_dir: Path | None) -> Path:
     return Path(model_dir)
 
 
-def resolve_guidance(
-    params: SynthParams, manifest: pd.DataFrame, processed_dir: Path, category: str, model_dir: Path | None
-) -> tuple[SynthParams, GuidanceCalibration | None]:
-    """`params` with `type_guidance: auto` measured into per-type scales, and the measurement
-    (None when nothing was measured: a mapping was given, or panda makes no pairs)."""
-    if params.type_guidance != "auto":
-        return params, None
-    if "panda" not in [m for m, _ in method_counts(params)]:
-        return replace(params, type_guidance={}), None
-    from panda.synth.calibrate import calibrate_guidance
-
-    rows = category_rows(manifest, category)
-    types = params.defect_types or sorted(rows.loc[rows["split"] == "gen_train", "defect_type"].unique())
-    calibration = calibrate_guidance(
-        _require_denoiser(model_dir),
-        rows,
-        processed_dir,
-        params.sampler_config(),
-        types,
-        params.seed,
-        params.window_mode,
-        batch_size=params.batch_size,
-    )
-    return replace(params, type_guidance=calibration.scales), calibration
-
-
 def _panda(
     params: SynthParams, model_dir: Path | None, device: str, mixed_precision: str
 ) -> BatchSynthesizer:
     import torch
 
-    from panda.synth.panda import PandaSynthesizer
+    from panda.synth.diffusion import DiffusionSynthesizer
 
     model = _require_denoiser(model_dir)
     config = params.sampler_config()
-    synth = PandaSynthesizer(
-        model, config, params.seed, params.window_mode, params.type_guidance, device, mixed_precision
-    )
+    synth = DiffusionSynthesizer(model, config, params.seed, params.window_mode, device, mixed_precision)
     user_masks: list[np.ndarray] | None = None
 
     def run(images: list[np.ndarray], ctx: DefectContext, rng: np.random.Generator) -> list[Sample]:
@@ -211,7 +179,6 @@ def synthesize(
             f"synth.defect_types: {', '.join(unknown)} has no gen_train images in '{category}'; "
             f"choose from: {', '.join(known)} (or [] for all)"
         )
-    params, _ = resolve_guidance(params, manifest, processed_dir, category, model_dir)
     accelerator = make_accelerator(compute)
     rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     device, precision = str(accelerator.device), accelerator.mixed_precision

@@ -18,7 +18,6 @@ segmenter collapse, reports/benchmark/README.md "Native-resolution windows"):
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,6 @@ from PIL import Image
 from panda.diffusion.denoiser import PixelDenoiser
 from panda.diffusion.phase_b import crop_box
 from panda.diffusion.sampler import SamplerConfig, make_scheduler, phased_sample
-from panda.errors import PandaError
 
 NATIVE_STEP = 16  # native window sides are multiples of this (UNet down-sampling, fewer batch groups)
 
@@ -41,32 +39,22 @@ def native_side(mask: np.ndarray, window: int, step: int = NATIVE_STEP) -> int:
     return int(min(fit, -(-side // step) * step))
 
 
-class PandaSynthesizer:
+class DiffusionSynthesizer:
+    """PANDA's synthesizer: the fine-tuned denoiser, its scheduler and the phased sampler, batched."""
+
     def __init__(
         self,
         model_dir: Path,
         config: SamplerConfig,
         seed: int,
         window_mode: str = "auto",
-        type_guidance: dict[str, float] | None = None,
         device: torch.device | str = "cpu",
         mixed_precision: str = "no",
     ) -> None:
         self.device = torch.device(device)
         self.model = PixelDenoiser.load(Path(model_dir)).to(self.device)
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision)
-        unknown = sorted(set(type_guidance or {}) - set(self.model.defect_types))
-        if unknown:
-            raise PandaError(
-                f"synth.type_guidance names {', '.join(unknown)}, which the denoiser in {model_dir} was not "
-                f"fine-tuned on; use one of: {', '.join(self.model.defect_types)}"
-            )
-        # per-type guidance (ours): the scale that restores a faint type's contrast can over-darken
-        # a subtle one; `synth.type_guidance: auto` measures each type (panda.synth.calibrate)
-        self.configs = {
-            t: replace(config, guidance_scale=(type_guidance or {}).get(t, config.guidance_scale))
-            for t in self.model.defect_types
-        }
+        self.config = config
         self.scheduler = make_scheduler(Path(model_dir) / "scheduler", config.sampler, config.steps)
         self.window = int(self.model.unet.config.sample_size)
         self.window_modes = (
@@ -116,7 +104,7 @@ class PandaSynthesizer:
         dtype = self.autocast_dtype
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
             out = phased_sample(
-                self.model, self.scheduler, background, target, defect, self.configs[defect_type], generator
+                self.model, self.scheduler, background, target, defect, self.config, generator
             )
         out = out.float().cpu()
         gen = ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
