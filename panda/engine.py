@@ -32,6 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from panda.compute import ComputeParams, make_accelerator
+from panda.io import pid_alive
 
 STATE_FILE = "panda_state.json"
 EMA_FILE = "ema.pt"
@@ -85,22 +86,12 @@ def complete_checkpoints(job_dir: Path, key: str) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clean_leftovers(job_dir: Path) -> None:
     """Remove half-written checkpoint folders whose writer is gone (a kill during `save_state`)."""
     for tmp in job_dir.glob(".tmp-*"):
         parts = tmp.name.split("-")
         pid = int(parts[3]) if len(parts) > 3 and parts[3].isdigit() else 0
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             shutil.rmtree(tmp, ignore_errors=True)
 
 

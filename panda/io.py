@@ -60,8 +60,38 @@ def write_json(obj: Any, path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def replace_dir(tmp: Path, target: Path) -> None:
+OUTPUT_MARKER = ".panda-output"  # in every folder panda writes whole; names what it holds
+
+
+def output_kind(folder: Path) -> str | None:
+    """What panda wrote `folder` as (its marker), or None for a folder panda did not make."""
+    try:
+        return (Path(folder) / OUTPUT_MARKER).read_text().strip()
+    except OSError:
+        return None
+
+
+def check_replaceable(target: Path, kind: str) -> None:
+    """Refuse to replace anything but a missing or empty folder, or one panda wrote as `kind`."""
+    target = Path(target)
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise PandaError(f"{target} is a file, not an output folder; choose another --out")
+    if output_kind(target) == kind or not any(target.iterdir()):
+        return
+    made = output_kind(target)
+    what = f"panda's {made} output" if made else "a folder panda did not make"
+    raise PandaError(
+        f"refusing to replace {target}: it holds {what}, not {kind}; choose an empty or new folder "
+        f"(or remove it yourself)"
+    )
+
+
+def replace_dir(tmp: Path, target: Path, kind: str) -> None:
     """Swap the finished folder `tmp` in as `target` (the old one is removed after the swap)."""
+    check_replaceable(target, kind)
+    (tmp / OUTPUT_MARKER).write_text(kind + "\n")
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
         os.replace(target, old)
@@ -71,20 +101,44 @@ def replace_dir(tmp: Path, target: Path) -> None:
         os.replace(tmp, target)
 
 
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return pid < 2**22
+    return True
+
+
+def clean_stale_temps(target: Path) -> None:
+    """Remove temp and old folders beside `target` left by a panda process that no longer runs."""
+    for leftover in Path(target).parent.glob(f".{Path(target).name}.*-*"):
+        pid = leftover.name.rsplit(".", 1)[-1].split("-")[1] if "-" in leftover.name else ""
+        if pid.isdigit() and not pid_alive(int(pid)) and leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
 def temp_dir_beside(target: Path) -> Path:
-    """A fresh hidden folder next to `target`, on the same file system, for `replace_dir`."""
+    """A fresh hidden folder next to `target` (same file system, for `replace_dir`), named after this
+    process so that a later run can tell a killed run's leftover from a live one's."""
+    target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    clean_stale_temps(target)
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
 
 
 @contextlib.contextmanager
-def atomic_dir(target: str | Path) -> Iterator[Path]:
-    """Yield a temp dir beside `target`; on success it replaces `target`, on error it is removed."""
+def atomic_dir(target: str | Path, kind: str) -> Iterator[Path]:
+    """Yield a temp dir beside `target`; on success it replaces `target`, on error it is removed.
+
+    `target` must be missing, empty, or panda's own `kind` output (see `check_replaceable`)."""
     target = Path(target)
+    check_replaceable(target, kind)
     tmp = temp_dir_beside(target)
     try:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    replace_dir(tmp, target)
+    replace_dir(tmp, target, kind)

@@ -36,7 +36,7 @@ def _skip(method: str, out_dir: Path, data: DataParams, experiment: str) -> None
     `synth.mix_method` (the keys `method_counts` reads are among the stage's params).
     """
     note = f"synth.method = {method} does not use the diffusion model, so none was trained.\n"
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, "diffusion") as tmp:
         (tmp / "NOT_TRAINED.txt").write_text(note)
     write_json({"trained": 0}, REPORTS_DIR / "finetune_metrics.json")
     with stage_run(
@@ -84,7 +84,7 @@ def finetune(
         )
         if run is None:  # not the main process: it only trained
             return
-        with atomic_dir(out_dir) as tmp:
+        with atomic_dir(out_dir, "diffusion") as tmp:
             result.model.cpu().save(tmp)  # weights only: the output stays byte-identical across reruns
             result.phase_a.scheduler.save_pretrained(tmp / "scheduler")
         summary = result.summary()

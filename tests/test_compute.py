@@ -142,4 +142,4 @@ def test_two_cpu_processes_train_resume_and_synthesize_the_same_pairs(workdir, t
     (workdir / "params.yaml").write_text(yaml.safe_dump(tiny_params))
     run_stage("synthesize")
     one = _files(workdir / "data/synthetic")
-    assert len(one) == 2 * 2 * tiny_params["synth"]["n_per_defect"] + 1 and one == two
+    assert len(one) == 2 * 2 * tiny_params["synth"]["n_per_defect"] + 2 and one == two  # + manifest, marker

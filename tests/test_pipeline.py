@@ -132,7 +132,7 @@ def test_finetune_skips_the_denoiser_for_baseline_methods(workdir, tiny_params):
     for stage in ("download", "preprocess", "finetune"):
         run_stage(stage)
     model_dir = workdir / "data/models/diffusion"
-    assert sorted(p.name for p in model_dir.iterdir()) == ["NOT_TRAINED.txt"]
+    assert sorted(p.name for p in model_dir.iterdir()) == [".panda-output", "NOT_TRAINED.txt"]
     assert json.loads((workdir / "reports/finetune_metrics.json").read_text()) == {"trained": 0}
     assert not (workdir / "data/checkpoints").exists()
     result = CliRunner().invoke(cli, ["synthesize", "--method", "panda"])

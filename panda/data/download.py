@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from panda.data.extract import extract
 from panda.data.fetch import download, verify_sha256
 from panda.data.registry import DATASETS, DatasetSpec, find_root
 from panda.errors import PandaError
-from panda.io import atomic_dir
+from panda.io import OUTPUT_MARKER, atomic_dir
 
 STAMP = ".panda-download.json"
 
@@ -60,9 +62,38 @@ def _fetch_archive(spec: DatasetSpec, source: str | None, cache_dir: Path) -> tu
         verify_sha256(path, spec.sha256, str(path), delete=False)
         return path, str(path)
     if url.startswith("file://"):
-        return Path(url[len("file://") :]), url
+        path = Path(url[len("file://") :])
+        verify_sha256(path, spec.sha256, url, delete=False)
+        return path, url
     name = spec.filename or Path(url).name
     return download(url, cache_dir / name, sha256=spec.sha256), url
+
+
+def folder_inventory(root: Path) -> dict[str, int]:
+    """File count and total bytes under `root` (the stamp keeps them: a damaged copy is noticed)."""
+    files = [p for p in Path(root).rglob("*") if p.is_file() and p.name not in (STAMP, OUTPUT_MARKER)]
+    return {"n_files": len(files), "n_bytes": sum(p.stat().st_size for p in files)}
+
+
+def copy_regular_files(source: Path, target: Path) -> int:
+    """Copy the regular files under `source` into `target`; symbolic links are neither followed nor
+    copied (a link can loop, or lead out of the dataset). Returns how many links were skipped."""
+    skipped = 0
+    for folder, dirs, files in os.walk(source, followlinks=False):
+        here = Path(folder)
+        rel = here.relative_to(source)
+        for name in list(dirs):
+            if (here / name).is_symlink():
+                dirs.remove(name)
+                skipped += 1
+        (target / rel).mkdir(parents=True, exist_ok=True)
+        for name in files:
+            path = here / name
+            if path.is_symlink():
+                skipped += 1
+            elif path.is_file():
+                shutil.copy2(path, target / rel / name)
+    return skipped
 
 
 def downloaded_dataset(out_dir: Path) -> str | None:
@@ -86,12 +117,17 @@ def fetch_dataset(
     stamp = out_dir / STAMP
     if stamp.is_file():
         try:
-            if json.loads(stamp.read_text()) == wanted:
-                return DownloadResult(out_dir, skipped=True, origin=str(source or spec.url or "generated"))
-        except json.JSONDecodeError:
-            pass
+            recorded = json.loads(stamp.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            recorded = {}
+        inventory = recorded.pop("inventory", None)
+        if recorded == wanted and inventory == folder_inventory(out_dir):
+            return DownloadResult(out_dir, skipped=True, origin=str(source or spec.url or "generated"))
+        if recorded == wanted:
+            note = f"{out_dir} differs from its download (files missing or changed); fetching again"
+            warnings.warn(note, stacklevel=2)
 
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, "raw") as tmp:
         if dataset == "demo" and source is None:
             generate_demo(tmp, seed=seed)
             origin = f"generated (seed {seed})"
@@ -102,6 +138,11 @@ def fetch_dataset(
                 )
             local = Path(source).expanduser() if source and not _is_url(source) else None
             if local is not None and local.is_dir():
+                if out_dir.resolve().is_relative_to(local.resolve()):
+                    raise PandaError(
+                        f"data.source = {source} contains the output folder {out_dir}; "
+                        "point data.source at the dataset's own folder"
+                    )
                 staging, origin = local, str(local)
             else:
                 if local is not None and not local.exists():
@@ -109,7 +150,7 @@ def fetch_dataset(
                 archive, origin = _fetch_archive(spec, source, cache_dir or default_cache_dir())
                 staging = tmp / ".extract"
                 staging.mkdir()
-                extract(archive, staging)
+                extract(archive, staging, spec.max_extract_bytes)
             root = find_root(staging, spec.is_root)
             if root is None:
                 raise PandaError(
@@ -117,12 +158,14 @@ def fetch_dataset(
                     "check data.dataset and the README section on datasets"
                 )
             if staging == local:
-                shutil.copytree(root, tmp, dirs_exist_ok=True)
+                if skipped := copy_regular_files(root, tmp):
+                    note = f"{skipped} symbolic links under {root} skipped (links are not followed)"
+                    warnings.warn(note, stacklevel=2)
             else:
                 for child in list(root.iterdir()):
                     shutil.move(str(child), tmp / child.name)
                 shutil.rmtree(staging, ignore_errors=True)
             if dataset == "btad":
                 _bmp_to_png(tmp)
-        (tmp / STAMP).write_text(json.dumps(wanted))
+        (tmp / STAMP).write_text(json.dumps({**wanted, "inventory": folder_inventory(tmp)}))
     return DownloadResult(out_dir, skipped=False, origin=origin)

@@ -130,7 +130,7 @@ def preprocess(dataset: str, raw_dir: Path, out_dir: Path, params: PreprocessPar
     records = scan(dataset, raw_dir)
     _validate(records, raw_dir)
     records = assign_splits(records, params)
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, "processed") as tmp:
         infos = [
             _process_one(row, tmp, params.image_size)
             for _, row in tqdm(records.iterrows(), total=len(records), desc="preprocess", unit="img")

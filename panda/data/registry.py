@@ -31,6 +31,7 @@ class DatasetSpec:
     filename: str | None
     is_root: Callable[[Path], bool]
     homepage: str = ""
+    max_extract_bytes: int = 4 * 2**30  # refuse archives that would unpack to more (archive bombs)
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -44,6 +45,7 @@ DATASETS: dict[str, DatasetSpec] = {
         filename="mvtec_anomaly_detection.tar.xz",
         is_root=_has_mvtec_category,
         homepage="https://www.mvtec.com/company/research/datasets/mvtec-ad",
+        max_extract_bytes=8 * 2**30,  # 4.9 GiB packed, about 5.3 GiB unpacked
     ),
     "btad": DatasetSpec(
         name="btad",
@@ -52,6 +54,7 @@ DATASETS: dict[str, DatasetSpec] = {
         filename="btad.zip",
         is_root=_has_btad_category,
         homepage="https://avires.dimi.uniud.it/papers/btad/",
+        max_extract_bytes=4 * 2**30,
     ),
     "mtd": DatasetSpec(
         name="mtd",
@@ -60,6 +63,7 @@ DATASETS: dict[str, DatasetSpec] = {
         filename="magnetic-tile-defect-master.zip",
         is_root=_has_mtd_classes,
         homepage="https://github.com/abin24/Magnetic-tile-defect-datasets.",
+        max_extract_bytes=2**30,  # about 150 MB unpacked
     ),
     "custom": DatasetSpec(name="custom", url=None, sha256=None, filename=None, is_root=_has_custom_layout),
     "demo": DatasetSpec(name="demo", url=None, sha256=None, filename=None, is_root=_has_mvtec_category),

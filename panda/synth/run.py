@@ -16,7 +16,7 @@ from panda.compute import ComputeParams, make_accelerator
 from panda.data.preprocess import category_rows, normal_train_rows
 from panda.engine import quiet
 from panda.errors import PandaError
-from panda.io import read_image, replace_dir, save_png, temp_dir_beside
+from panda.io import check_replaceable, read_image, replace_dir, save_png, temp_dir_beside
 from panda.synth.context import DefectContext, Sample, build_contexts
 from panda.synth.cutpaste import cutpaste
 from panda.synth.draem import draem
@@ -187,6 +187,8 @@ def synthesize(
     }
     jobs = plan_batches(contexts, params.defect_types or known, params)
     mine = [job for b, job in enumerate(jobs) if b % world == rank]
+    if main:
+        check_replaceable(Path(out_dir), "synthetic")
     shared = [str(temp_dir_beside(Path(out_dir))) if main else ""]
     if world > 1:
         broadcast_object_list(shared, from_process=0)
@@ -210,7 +212,7 @@ def synthesize(
         accelerator.wait_for_everyone()
         if main:
             frame.to_csv(tmp / MANIFEST, index=False)
-            replace_dir(tmp, Path(out_dir))
+            replace_dir(tmp, Path(out_dir), "synthetic")
     except BaseException:
         if main:
             shutil.rmtree(tmp, ignore_errors=True)
