@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from panda.data.preprocess import category_rows
 from panda.errors import PandaError
 from panda.figures import grid, overlay
+from panda.io import write_json
 from panda.metrics.segmentation import compute_metrics, curves, f1_max
 from panda.segment.data import load_pairs, normalize
 from panda.segment.unet import SegUNet
@@ -67,9 +68,7 @@ def _mirror(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_maps(
-    model: SegUNet, images: torch.Tensor, batch: int = 16, tta: bool = False
-) -> np.ndarray:
+def predict_maps(model: SegUNet, images: torch.Tensor, batch: int = 16, tta: bool = False) -> np.ndarray:
     """Anomaly maps in [0, 1] (N, H, W) for images in [0, 1] (N, 3, H, W) of any size.
 
     With `tta` each map is the mean over the four mirror views, which smooths out the view-to-view
@@ -228,3 +227,24 @@ def qualitative_grid(result: EvalResult, path: Path, per_type: int = 2) -> Path:
             [result.images[i], result.masks[i] * 255, result.maps[i], overlay(result.images[i], pred)]
         )
     return grid(rows, path, titles=["image", "truth", "anomaly map", "prediction"])
+
+
+def write_evaluation(result: EvalResult, metrics: dict, reports_dir: Path, figure: Path) -> list[Path]:
+    """metrics.json, per_defect.csv, the ROC and PR curves and the sample grid; returns their paths."""
+    reports_dir = Path(reports_dir)
+    write_json(metrics, reports_dir / "metrics.json")
+    per_defect = reports_dir / "per_defect.csv"
+    per_defect.parent.mkdir(parents=True, exist_ok=True)
+    tmp = per_defect.with_name(f".{per_defect.name}.tmp")
+    result.per_defect.round(6).to_csv(tmp, index=False)
+    tmp.replace(per_defect)
+    write_json(result.curves["roc"], reports_dir / "plots" / "roc.json")
+    write_json(result.curves["pr"], reports_dir / "plots" / "pr.json")
+    qualitative_grid(result, figure)
+    return [
+        reports_dir / "metrics.json",
+        per_defect,
+        reports_dir / "plots" / "roc.json",
+        reports_dir / "plots" / "pr.json",
+        figure,
+    ]

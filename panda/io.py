@@ -20,15 +20,58 @@ from panda.errors import PandaError
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
+MAX_PIXELS = 400_000_000  # larger images are refused (PIL's bomb guard stops at about 179 MP)
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+def _to_uint8(img: Image.Image) -> Image.Image:
+    """16- and 32-bit gray images scaled to 8 bits (PIL's convert would clip them at 255)."""
+    if img.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        return img
+    values = np.asarray(img).astype(np.float64)
+    sixteen = img.mode.startswith("I;16") or values.max() > 255
+    top = 1.0 if img.mode == "F" else (65535.0 if sixteen else 255.0)
+    return Image.fromarray(np.clip(values / top * 255.0, 0, 255).round().astype(np.uint8), "L")
+
+
 def read_image(path: str | Path, mode: str = "RGB") -> np.ndarray:
-    """Read an image as uint8 (H, W, 3) for RGB or (H, W) for L; unreadable files raise PandaError."""
+    """Read an image as uint8 (H, W, 3) for RGB or (H, W) for L; 16-bit images are scaled, not clipped.
+
+    Unreadable, undecodable or oversized files raise PandaError naming the file."""
     try:
         with Image.open(path) as img:
-            return np.asarray(img.convert(mode))
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+            return np.asarray(_to_uint8(img).convert(mode))
+    except Image.DecompressionBombError:
+        raise PandaError(
+            f"image too large: {path} has more than {MAX_PIXELS // 10**6} MP; downscale or remove it"
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise PandaError(
             f"unreadable image: {path} ({exc.__class__.__name__}); remove or replace the file"
         ) from None
+
+
+def read_mask(path: str | Path) -> tuple[np.ndarray, str]:
+    """A mask file as a boolean array, and the rule that read it.
+
+    - drawn only in the alpha channel (colour channels empty): alpha > 0, rule "alpha";
+    - a file holding only 0 and 1 (a common export): > 0, rule "0/1";
+    - anything else: at least half the full scale (128 of 255), rule ">=128".
+    """
+    try:
+        with Image.open(path) as img:
+            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+                rgba = np.asarray(img.convert("RGBA"))
+                if not rgba[..., :3].any() and rgba[..., 3].any():
+                    return rgba[..., 3] > 0, "alpha"
+            gray = np.asarray(_to_uint8(img).convert("L"))
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise PandaError(
+            f"unreadable mask: {path} ({exc.__class__.__name__}); remove or replace the file"
+        ) from None
+    if gray.max() == 1:
+        return gray > 0, "0/1"
+    return gray >= 128, ">=128"
 
 
 def save_png(array: np.ndarray, path: str | Path) -> None:

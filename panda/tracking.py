@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import socket
 import subprocess
+import time
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+from panda.io import pid_alive
 
 EXP_TMP_MARKER = os.path.join(".dvc", "tmp", "exps")
 
@@ -79,37 +85,104 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-class StageRun:
-    """The active MLflow run of a stage, as the few calls stages make on it."""
+# A tracking store that is down must cost seconds, not minutes: MLflow's HTTP client retries 7 times
+# with back-off by default. A user's own MLFLOW_HTTP_* settings win.
+QUICK_HTTP = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "5", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+OFFLINE_DIR = Path("reports") / "mlflow-offline"
 
-    def __init__(self, mlflow: Any, run: Any) -> None:
-        self.mlflow, self.run_id = mlflow, run.info.run_id
+
+class StageRun:
+    """The stage's MLflow run, as the few calls stages make on it.
+
+    When the tracking store fails (down, read-only, corrupt), the run goes on offline: what it would
+    have logged is written to `reports/mlflow-offline/<stage>-<time>.json` and one warning says where.
+    Tracking never costs a stage its outputs.
+    """
+
+    def __init__(self, stage: str, mlflow: Any | None = None, run_id: str | None = None) -> None:
+        self.stage, self.mlflow, self.run_id = stage, mlflow, run_id
+        self.offline: dict[str, Any] = {"stage": stage, "params": {}, "metrics": {}, "tags": {}, "steps": []}
+        self.offline_path: Path | None = None
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> bool:
+        if self.mlflow is None:
+            return False
+        try:
+            fn(*args, **kwargs)
+            return True
+        except Exception as exc:  # any store failure: go offline, keep the stage running
+            self.go_offline(f"{what} failed ({exc.__class__.__name__}: {str(exc)[:200]})")
+            return False
+
+    def go_offline(self, why: str) -> None:
+        if self.offline_path is None:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            self.offline_path = project_root() / OFFLINE_DIR / f"{self.stage}-{stamp}-{os.getpid()}.json"
+            warnings.warn(
+                f"MLflow tracking at {tracking_uri()} is unavailable: {why}; this stage goes on and logs "
+                f"to {self.offline_path} instead",
+                stacklevel=3,
+            )
+        self.mlflow = None
+        self.flush()
+
+    def flush(self) -> None:
+        if self.offline_path is not None:
+            self.offline_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.offline_path.with_name(self.offline_path.name + ".tmp")
+            tmp.write_text(json.dumps(self.offline, indent=1, default=str))
+            os.replace(tmp, self.offline_path)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        values = {k: str(v)[:500] for k, v in params.items()}
+        self.offline["params"].update(values)
+        if not self._call("logging params", lambda: self.mlflow.log_params(values)):
+            self.flush()
 
     def log_step(self, step: int, metrics: Mapping[str, float]) -> None:
         """Step metrics from a training loop (the engine calls this on the main process only)."""
-        self.mlflow.log_metrics(dict(metrics), step=step)
+        self.offline["steps"].append({"step": step, **metrics})
+        if not self._call("logging step metrics", lambda: self.mlflow.log_metrics(dict(metrics), step=step)):
+            self.flush()
 
     def log_metrics(self, metrics: Mapping[str, Any]) -> None:
-        self.mlflow.log_metrics({k: float(v) for k, v in metrics.items() if isinstance(v, int | float)})
+        values = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+        self.offline["metrics"].update(values)
+        if not self._call("logging metrics", lambda: self.mlflow.log_metrics(values)):
+            self.flush()
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        self.mlflow.set_tags({k: str(v) for k, v in tags.items()})
+        values = {k: str(v) for k, v in tags.items()}
+        self.offline["tags"].update(values)
+        if not self._call("setting tags", lambda: self.mlflow.set_tags(values)):
+            self.flush()
 
     def log_artifact(self, path: str | Path) -> None:
-        self.mlflow.log_artifact(str(path))
+        self.offline.setdefault("artifacts", []).append(str(path))
+        if not self._call("logging an artifact", lambda: self.mlflow.log_artifact(str(path))):
+            self.flush()
 
 
-@contextlib.contextmanager
-def stage_run(
-    stage: str, experiment: str, params: Mapping[str, Any], tags: Mapping[str, str] | None = None
-) -> Iterator[StageRun | None]:
-    """Start an MLflow run for `stage`, tagged for later filtering; yields it as a `StageRun`.
+def close_killed_runs(mlflow: Any, experiment: str) -> int:
+    """Mark this host's RUNNING runs whose process is gone (a killed stage) as KILLED."""
+    exp = mlflow.get_experiment_by_name(experiment)
+    if exp is None:
+        return 0
+    host = socket.gethostname()
+    runs = mlflow.search_runs(
+        [exp.experiment_id], filter_string="attributes.status = 'RUNNING'", output_format="list"
+    )
+    closed = 0
+    for run in runs:
+        tags = run.data.tags
+        pid = tags.get("pid", "")
+        if tags.get("host") == host and pid.isdigit() and not pid_alive(int(pid)):
+            mlflow.MlflowClient().set_terminated(run.info.run_id, status="KILLED")
+            closed += 1
+    return closed
 
-    Under a launcher only the main process (rank 0) tracks: the others get None and log nothing.
-    """
-    if int(os.environ.get("RANK", "0")) != 0:
-        yield None
-        return
+
+def _start(stage: str, experiment: str, tags: dict[str, str]) -> tuple[Any, Any]:
     import logging
 
     import mlflow
@@ -119,12 +192,45 @@ def stage_run(
     mlflow.set_tracking_uri(tracking_uri())
     ensure_experiment(mlflow, experiment, artifact_location(experiment))
     mlflow.set_experiment(experiment)
-    all_tags = {"stage": stage, "git_commit": git_commit()}
+    close_killed_runs(mlflow, experiment)
+    return mlflow, mlflow.start_run(run_name=stage, tags=tags)
+
+
+@contextlib.contextmanager
+def stage_run(
+    stage: str, experiment: str, params: Mapping[str, Any], tags: Mapping[str, str] | None = None
+) -> Iterator[StageRun | None]:
+    """An MLflow run around the stage's work, tagged for filtering; yields it as a `StageRun`.
+
+    Under a launcher only the main process (rank 0) tracks: the others get None and log nothing. A
+    stage that raises ends its run as FAILED with the error as a tag.
+    """
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield None
+        return
+    for key, value in QUICK_HTTP.items():
+        os.environ.setdefault(key, value)
+    all_tags = {"stage": stage, "git_commit": git_commit(), "host": socket.gethostname()}
+    all_tags["pid"] = str(os.getpid())  # lets a later stage tell a killed run from a live one
     if os.environ.get("DVC_EXP_NAME"):
         all_tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
     if os.environ.get("WORLD_SIZE"):
         all_tags["processes"] = os.environ["WORLD_SIZE"]
     all_tags.update({k: str(v) for k, v in (tags or {}).items()})
-    with mlflow.start_run(run_name=stage, tags=all_tags) as run:
-        mlflow.log_params({k: str(v)[:500] for k, v in flatten(params).items()})
-        yield StageRun(mlflow, run)
+    run = StageRun(stage)
+    run.offline["tags"].update(all_tags)
+    try:
+        run.mlflow, active = _start(stage, experiment, all_tags)
+        run.run_id = active.info.run_id
+    except Exception as exc:  # the store is down, read-only or corrupt: work on, log offline
+        run.go_offline(f"starting the run failed ({exc.__class__.__name__}: {str(exc)[:200]})")
+    run.log_params(flatten(params))
+    try:
+        yield run
+    except BaseException as exc:
+        if run.mlflow is not None:
+            run.set_tags({"error": f"{exc.__class__.__name__}: {exc}"[:500]})
+            run._call("ending the run", run.mlflow.end_run, status="FAILED")
+        raise
+    if run.mlflow is not None:
+        run._call("ending the run", run.mlflow.end_run)

@@ -21,13 +21,9 @@ def download(params_path: Path, dataset: str | None, source: str | None, out_dir
     """Download (or generate, for demo) the dataset, verify it and extract it safely."""
     params, data, tracking = read_sections(params_path, dataset=dataset, source=source)
     cache = Path(data.cache_dir).expanduser() if data.cache_dir else None
-    result = fetch_dataset(data.dataset, out_dir, source=data.source, cache_dir=cache, seed=data.seed)
-    verb = "already present, nothing to do" if result.skipped else "ready"
-    click.echo(f"{data.dataset}: {verb} at {out_dir} (from {result.origin})")
     with stage_run("download", tracking.experiment, {"data": vars(data)}, tags(data, False)) as run:
-        import mlflow
-
-        n_files = sum(1 for p in out_dir.rglob("*") if p.is_file())
-        mlflow.log_metrics({"n_files": n_files})
-        mlflow.set_tag("origin", result.origin)
-        click.echo(f"mlflow run {run.run_id}")
+        result = fetch_dataset(data.dataset, out_dir, source=data.source, cache_dir=cache, seed=data.seed)
+        verb = "already present, nothing to do" if result.skipped else "ready"
+        click.echo(f"{data.dataset}: {verb} at {out_dir} (from {result.origin})")
+        run.log_metrics({"n_files": sum(1 for p in out_dir.rglob("*") if p.is_file())})
+        run.set_tags({"origin": result.origin})

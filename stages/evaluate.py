@@ -7,8 +7,7 @@ from pathlib import Path
 import click
 
 from panda.data.preprocess import load_manifest
-from panda.evaluate import EvalParams, evaluate, qualitative_grid
-from panda.io import write_json
+from panda.evaluate import EvalParams, evaluate, write_evaluation
 from panda.params import section
 from panda.segment.train import load_model
 from panda.tracking import stage_run
@@ -41,26 +40,14 @@ def evaluate_cmd(params_path: Path, model_path: Path, category: str | None, repo
     ev = section(params, "evaluate", EvalParams, str(params_path))
     compute = read_compute(params, params_path)
     model, manifest = load_model(model_path).to(compute.torch_device()), load_manifest(PROCESSED_DIR)
-    result = evaluate(model, manifest, PROCESSED_DIR, data.category, ev)
-    metrics = {k: round(v, 6) if isinstance(v, float) else v for k, v in result.metrics.items()}
-    write_json(metrics, reports_dir / "metrics.json")
-    per_defect = reports_dir / "per_defect.csv"
-    result.per_defect.round(6).to_csv(per_defect, index=False)
-    write_json(result.curves["roc"], reports_dir / "plots" / "roc.json")
-    write_json(result.curves["pr"], reports_dir / "plots" / "pr.json")
-    figure = qualitative_grid(result, FIGURES_DIR / "evaluate_samples.png")
-    with stage_run("evaluate", tracking.experiment, {"data": vars(data), "evaluate": vars(ev)}, tags(data)):
-        import mlflow
-
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
-        for path in (
-            reports_dir / "metrics.json",
-            per_defect,
-            reports_dir / "plots" / "roc.json",
-            reports_dir / "plots" / "pr.json",
-            figure,
-        ):
-            mlflow.log_artifact(str(path))
+    logged = {"data": vars(data), "evaluate": vars(ev), "compute": vars(compute)}
+    with stage_run("evaluate", tracking.experiment, logged, tags(data)) as run:
+        result = evaluate(model, manifest, PROCESSED_DIR, data.category, ev)
+        metrics = {k: round(v, 6) if isinstance(v, float) else v for k, v in result.metrics.items()}
+        written = write_evaluation(result, metrics, reports_dir, FIGURES_DIR / "evaluate_samples.png")
+        run.log_metrics(metrics)
+        for path in written:
+            run.log_artifact(path)
     click.echo(f"threshold {result.threshold:.3f} ({result.threshold_source})")
     click.echo(result.per_defect.round(3).to_string(index=False))
     keys = ["pixel_auroc", "pixel_ap", "aupro", "image_auroc", "miou"]

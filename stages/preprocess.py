@@ -52,18 +52,15 @@ def preprocess_cmd(
     """Normalise the dataset: resized images, binary masks, manifest with train/gen_train/test splits."""
     params, data, tracking = read_sections(params_path, dataset=dataset or downloaded_dataset(raw_dir))
     prep = section(params, "preprocess", PreprocessParams, str(params_path), image_size=image_size)
-    manifest = preprocess(data.dataset, raw_dir, out_dir, prep)
-    summary = split_summary(manifest)
-    _print_table(summary)
-    summary_path = out_dir / "split_summary.csv"
-    summary.to_csv(summary_path, index=False)
-    figure = _sample_grid(manifest, out_dir, FIGURES_DIR / "preprocess_samples.png")
-    with stage_run(
-        "preprocess", tracking.experiment, {"data": vars(data), "preprocess": vars(prep)}, tags(data, False)
-    ):
-        import mlflow
-
+    logged = {"data": vars(data), "preprocess": vars(prep)}
+    with stage_run("preprocess", tracking.experiment, logged, tags(data, False)) as run:
+        manifest = preprocess(data.dataset, raw_dir, out_dir, prep)
+        summary = split_summary(manifest)
+        _print_table(summary)
+        summary_path = out_dir / "split_summary.csv"
+        summary.to_csv(summary_path, index=False)
+        figure = _sample_grid(manifest, out_dir, FIGURES_DIR / "preprocess_samples.png")
         counts = manifest.groupby("split").size().to_dict()
-        mlflow.log_metrics({f"n_{k}": int(v) for k, v in counts.items()} | {"n_images": len(manifest)})
-        mlflow.log_artifact(str(summary_path))
-        mlflow.log_artifact(str(figure))
+        run.log_metrics({f"n_{k}": int(v) for k, v in counts.items()} | {"n_images": len(manifest)})
+        run.log_artifact(summary_path)
+        run.log_artifact(figure)

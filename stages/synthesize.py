@@ -5,15 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import pandas as pd
 
-from panda.compute import is_main_process
-from panda.data.preprocess import category_rows, load_manifest
-from panda.figures import grid, overlay
-from panda.io import read_image, write_json
+from panda.data.preprocess import load_manifest
+from panda.io import write_json
 from panda.params import section
 from panda.synth.params import SynthParams
-from panda.synth.quality import compare_contrast
+from panda.synth.report import synthesis_report
 from panda.synth.run import synthesize
 from panda.tracking import stage_run
 from stages.common import (
@@ -29,25 +26,6 @@ from stages.common import (
     tags,
     user_errors,
 )
-
-
-def _pair(root: Path, row) -> list:
-    img = read_image(root / row["image_path"], "RGB")
-    return [img, overlay(img, read_image(root / row["mask_path"], "L"))]
-
-
-def _grid(real: pd.DataFrame, synthetic: pd.DataFrame, synthetic_dir: Path, path: Path) -> Path:
-    """One row per defect type: two real gen_train defects, then four synthesized ones (image | mask)."""
-    rows = []
-    for defect, sub in synthetic.groupby("defect_type", sort=True):
-        row = []
-        for _, r in real[real["defect_type"] == defect].head(2).iterrows():
-            row += _pair(PROCESSED_DIR, r)
-        row += [None] * (4 - len(row))
-        for _, r in sub.head(4).iterrows():
-            row += _pair(synthetic_dir, r)
-        rows.append(row)
-    return grid(rows, path, titles=["real"] + [""] * 3 + ["synthetic"])
 
 
 @click.command("synthesize")
@@ -67,36 +45,19 @@ def synthesize_cmd(
     if relaunched(compute):
         return
     manifest = load_manifest(PROCESSED_DIR)
-    frame, sec_per_image = synthesize(
-        manifest, PROCESSED_DIR, out_dir, data.category, synth, DIFFUSION_DIR, compute
-    )
-    if not is_main_process():
-        return
-    real = category_rows(manifest, data.category).query("split == 'gen_train'")
-    figure = _grid(real, frame, out_dir, FIGURES_DIR / "synthetic_samples.png")
-    contrast = compare_contrast(real, PROCESSED_DIR, frame, out_dir)
-    write_json(
-        {
-            "method": synth.method,
-            "n_images": len(frame),
-            "seconds_per_image": round(sec_per_image, 5),
-            **contrast,
-        },
-        REPORTS_DIR / "synth_metrics.json",
-    )
-    with stage_run("synthesize", tracking.experiment, {"data": vars(data), "synth": vars(synth)}, tags(data)):
-        import mlflow
-
-        mlflow.set_tag("method", synth.method)
-        mlflow.log_metrics(
-            {
-                "n_images": len(frame),
-                "seconds_per_image": sec_per_image,
-                "mean_mask_area": float(frame["mask_area"].mean()),
-                **contrast,
-                }
+    logged = {"data": vars(data), "synth": vars(synth), "compute": vars(compute)}
+    with stage_run("synthesize", tracking.experiment, logged, tags(data) | {"method": synth.method}) as run:
+        frame, sec_per_image = synthesize(
+            manifest, PROCESSED_DIR, out_dir, data.category, synth, DIFFUSION_DIR, compute
         )
-        mlflow.log_artifact(str(figure))
+        if run is None:  # not the main process: it only synthesized its share
+            return
+        figure = FIGURES_DIR / "synthetic_samples.png"
+        contrast = synthesis_report(manifest, PROCESSED_DIR, data.category, frame, out_dir, figure)
+        summary = {"n_images": len(frame), "seconds_per_image": round(sec_per_image, 5), **contrast}
+        write_json({"method": synth.method, **summary}, REPORTS_DIR / "synth_metrics.json")
+        run.log_metrics(summary | {"mean_mask_area": float(frame["mask_area"].mean())})
+        run.log_artifact(figure)
     click.echo(
         f"{len(frame)} synthetic images ({synth.method}) in {out_dir}, {sec_per_image * 1000:.1f} ms/image; "
         f"contrast gap to real defects {contrast.get('contrast_gap', float('nan')):.1f} gray levels"

@@ -79,13 +79,16 @@ def test_custom_layout(tmp_path):
     root = tmp_path / "custom"
     for i in range(3):
         write_image(root / "train" / f"n{i}.png")
-        write_image(root / "test" / f"t{i}.png")
+        write_image(root / "test" / "good" / f"t{i}.png")
     for i in range(3):
         write_image(root / "test" / f"d{i}.png")
         write_mask(root / "masks" / f"d{i}.png")
     records = scan("custom", root)
     assert set(records.loc[records["mask"] != "", "defect_type"]) == {"defect"}
     assert (records["is_normal"]).sum() == 6
+    write_image(root / "test" / "forgot.png")  # defective, but its mask is missing: never a normal
+    with pytest.raises(PandaError, match="forgot.png has no mask"):
+        scan("custom", root)
 
 
 @pytest.mark.skipif(not have_mtd(), reason="../shared/data/magnetic-tile not present")

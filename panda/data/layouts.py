@@ -20,9 +20,19 @@ NORMAL = "good"
 
 
 def _images(folder: Path) -> list[Path]:
+    """The image files directly in `folder` (links are not followed); a name that is not UTF-8 is refused."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    found = []
+    for p in folder.iterdir():
+        if p.suffix.lower() not in IMAGE_SUFFIXES or p.is_symlink() or not p.is_file():
+            continue
+        try:
+            p.name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise PandaError(f"file name is not valid UTF-8: {str(p)!r}; rename the file") from None
+        found.append(p)
+    return sorted(found)
 
 
 def _natural_key(stem: str) -> tuple:
@@ -130,7 +140,8 @@ def _scan_mtd(root: Path) -> list[dict]:
 
 
 def _scan_custom(root: Path) -> list[dict]:
-    """train/ normal; test/ flat or in subfolders (good = normal); masks/ flat or per defect type."""
+    """train/ normal; test/ in subfolders per defect type (good = normal), or defective images flat in
+    test/ (normals then in test/good/); masks/ flat or per defect type. Each defective image needs a mask."""
     cat = "custom"
     rows = [_row(cat, NORMAL, "train", img, None) for img in _images(root / "train")]
     if not rows:
@@ -138,9 +149,14 @@ def _scan_custom(root: Path) -> list[dict]:
     masks_root = root / "masks"
     subdirs = sorted(d for d in (root / "test").iterdir() if d.is_dir())
     seen: list[Path] = []
-    for img in _images(root / "test"):
+    for img in _images(root / "test"):  # flat: every image here is defective and has its mask
         mask = next((m for m in _images(masks_root) if m.stem in (img.stem, f"{img.stem}_mask")), None)
-        rows.append(_row(cat, "defect" if mask else NORMAL, "test", img, mask))
+        if mask is None:
+            raise PandaError(
+                f"{img} has no mask in {masks_root} ({img.stem}.png or {img.stem}_mask.png): add its mask, "
+                f"or move it to {root / 'test' / NORMAL} if it is a normal image"
+            )
+        rows.append(_row(cat, "defect", "test", img, mask))
         seen.append(img)
     for d in subdirs:
         for img in _images(d):

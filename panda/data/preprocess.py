@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from panda.data.layouts import NORMAL, scan
 from panda.errors import PandaError
-from panda.io import atomic_dir, read_image, save_png
+from panda.io import atomic_dir, check_replaceable, read_image, read_mask, save_png
 
 MANIFEST = "manifest.csv"
 SPLITS = ["train", "gen_train", "test"]
@@ -89,23 +89,16 @@ def _process_one(row: pd.Series, out: Path, size: int) -> dict:
         "width": image.shape[1],
         "mask_path": "",
         "mask_area": 0.0,
-        "nonbinary": False,
-        "empty_mask": False,
         "image_path": str(rel_dir / f"{stem}.png"),
     }
     if row["mask"]:
-        mask = read_image(row["mask"], "L")
-        if mask.shape != image.shape[:2]:
+        binary, _ = read_mask(row["mask"])
+        if binary.shape != image.shape[:2]:
             raise PandaError(
-                f"size mismatch: mask {row['mask']} is {mask.shape[1]}x{mask.shape[0]} but image "
+                f"size mismatch: mask {row['mask']} is {binary.shape[1]}x{binary.shape[0]} but image "
                 f"{row['image']} is {image.shape[1]}x{image.shape[0]}; fix or remove the pair"
             )
-        info["nonbinary"] = bool(np.any((mask > 0) & (mask < 255)))
-        mask = np.where(mask >= 128, 255, 0).astype(np.uint8)
-        small = _resize_mask(mask, size)
-        if not mask.any():  # labelled defective but nothing marked: left out, nothing written
-            info["empty_mask"] = True
-            return info
+        small = _resize_mask(binary.astype(np.uint8) * 255, size)
         info["mask_area"] = float((small > 0).mean())
         info["mask_path"] = str(rel_dir / f"{stem}_mask.png")
         save_png(small, out / info["mask_path"])
@@ -125,9 +118,42 @@ def _validate(records: pd.DataFrame, root: Path) -> None:
         raise PandaError(f"image listed twice: {records.loc[dup, 'image'].iloc[0]}")
 
 
+def read_mask_rules(records: pd.DataFrame) -> pd.DataFrame:
+    """`records` with each mask's reading rule (`read_mask`) and whether it marks anything."""
+    records = records.copy()
+    rules, empty, graded = [], [], 0
+    for mask_path in tqdm(records["mask"], desc="read masks", unit="mask"):
+        if not mask_path:
+            rules.append("")
+            empty.append(False)
+            continue
+        binary, rule = read_mask(mask_path)
+        rules.append(rule)
+        empty.append(not binary.any())
+        if rule == ">=128":
+            with Image.open(mask_path) as img:
+                values = np.unique(np.asarray(img.convert("L")))
+            graded += bool(len(np.setdiff1d(values, [0, 255])))
+    records["mask_rule"], records["empty_mask"] = rules, empty
+    if graded:
+        warnings.warn(f"{graded} masks were not binary (graded edges); binarised at >= 128", stacklevel=3)
+    return records
+
+
 def preprocess(dataset: str, raw_dir: Path, out_dir: Path, params: PreprocessParams) -> pd.DataFrame:
-    """Write resized images, binary masks and `manifest.csv` to `out_dir` (atomically); return it."""
-    records = scan(dataset, raw_dir)
+    """Write resized images, binary masks and `manifest.csv` to `out_dir` (atomically); return it.
+
+    Defective images whose mask marks nothing are left out before the splits are drawn, so they
+    take no place in gen_train."""
+    check_replaceable(out_dir, "processed")
+    records = read_mask_rules(scan(dataset, raw_dir))
+    empty = records["empty_mask"].to_numpy(bool)
+    if empty.any():
+        names = ", ".join(Path(p).name for p in records.loc[empty, "image"].head(6))
+        warnings.warn(
+            f"{int(empty.sum())} defective images have an empty mask and were left out: {names}", stacklevel=2
+        )
+    records = records[~empty]
     _validate(records, raw_dir)
     records = assign_splits(records, params)
     with atomic_dir(out_dir, "processed") as tmp:
@@ -136,18 +162,6 @@ def preprocess(dataset: str, raw_dir: Path, out_dir: Path, params: PreprocessPar
             for _, row in tqdm(records.iterrows(), total=len(records), desc="preprocess", unit="img")
         ]
         info = pd.DataFrame(infos, index=records.index)
-        n_nonbinary = int(info["nonbinary"].sum())
-        if n_nonbinary:
-            warnings.warn(
-                f"{n_nonbinary} masks were not binary (anti-aliased edges); binarised at >= 128", stacklevel=2
-            )
-        empty = info["empty_mask"].astype(bool)
-        if empty.any():
-            names = ", ".join(Path(p).name for p in records.loc[empty, "image"].head(6))
-            warnings.warn(
-                f"{int(empty.sum())} defective images have an empty mask and were left out: {names}",
-                stacklevel=2,
-            )
         manifest = pd.DataFrame(
             {
                 "category": records["category"],
@@ -160,8 +174,9 @@ def preprocess(dataset: str, raw_dir: Path, out_dir: Path, params: PreprocessPar
                 "source_path": records["image"],
                 "orig_height": info["height"],
                 "orig_width": info["width"],
+                "mask_rule": records["mask_rule"],
             }
-        )[~empty.values]
+        )
         manifest = manifest.sort_values(["category", "split", "defect_type", "image_path"]).reset_index(
             drop=True
         )
@@ -178,7 +193,14 @@ def split_summary(manifest: pd.DataFrame) -> pd.DataFrame:
         columns=[s for s in SPLITS if s in table.columns] + [c for c in table.columns if c not in SPLITS]
     )
     table["total"] = table.sum(axis=1)
-    return table.reset_index()
+    table = table.reset_index()
+    if "mask_rule" in manifest:  # how each type's masks were read (`panda.io.read_mask`)
+        rules = manifest.groupby(["category", "defect_type"])["mask_rule"].agg(
+            lambda r: " ".join(sorted({v for v in r if v})) or "-"
+        )
+        keys = zip(table["category"], table["defect_type"], strict=True)
+        table["mask_rule"] = [rules[key] for key in keys]
+    return table
 
 
 def category_rows(manifest: pd.DataFrame, category: str) -> pd.DataFrame:
