@@ -23,13 +23,16 @@ PRECISIONS = ("no", "fp16", "bf16")
 @dataclass
 class ComputeParams:
     device: str = "auto"  # auto = cuda when present, else cpu
-    mixed_precision: str = "no"  # no | fp16 (cuda only) | bf16
+    # no | fp16 (cuda only) | bf16; YAML 1.1 reads an unquoted `no` (as DVC writes it back) as false
+    mixed_precision: str | bool = "no"
     processes: int = 1  # 1 = this process; > 1 = the stage restarts itself under `accelerate launch`
     threads: int = 2  # torch CPU threads per process, fixed so a seed gives the same numbers anywhere
     gradient_accumulation: int = 1  # micro-batches per optimizer step (effective batch x this)
     accelerate_config: str | None = None  # an `accelerate config` file (multi-node); null = none
 
     def validate(self) -> None:
+        if self.mixed_precision is False:
+            self.mixed_precision = "no"
         if self.device not in DEVICES:
             raise PandaError(f"compute.device = '{self.device}': use one of {', '.join(DEVICES)}")
         if self.mixed_precision not in PRECISIONS:

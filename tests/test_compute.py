@@ -44,6 +44,14 @@ def test_cuda_where_there_is_none_says_what_to_set(workdir, tiny_params):
         make_accelerator(ComputeParams(device="cpu", mixed_precision="fp16"))
 
 
+def test_an_unquoted_no_is_no_mixed_precision(workdir, tiny_params):
+    """`dvc exp run -S` writes params.yaml back with `mixed_precision: no`, which YAML reads as false."""
+    from panda.params import load_params, section
+
+    (workdir / "params.yaml").write_text(yaml.safe_dump(tiny_params) + "compute:\n  mixed_precision: no\n")
+    assert section(load_params(workdir / "params.yaml"), "compute", ComputeParams).mixed_precision == "no"
+
+
 def test_a_config_file_replaces_our_process_count(tmp_path):
     config = tmp_path / "accelerate.yaml"
     config.write_text("num_processes: 4\nnum_machines: 2\nmachine_rank: 1\nmain_process_ip: 10.0.0.1\n")
