@@ -14,7 +14,8 @@ from tqdm.auto import tqdm
 from panda.errors import PandaError
 from panda.evaluate import predict_maps
 from panda.figures import overlay
-from panda.io import IMAGE_SUFFIXES, read_image, save_png
+from panda.io import IMAGE_SUFFIXES, OUTPUT_MARKER, check_replaceable, read_image, save_png
+from panda.segment.ood import ood_reason
 from panda.segment.unet import SegUNet
 
 
@@ -32,12 +33,14 @@ def predict_folder(
     threshold: float = 0.5,
     tta: bool = False,
     batch_size: int = 16,
+    normal_stats: dict | None = None,
 ) -> PredictSummary:
     """For each image: `<stem>_map.png`, `<stem>_mask.png`, `<stem>_overlay.png`, and a row in scores.csv.
 
     Images are scored at the model's training resolution, `batch_size` at a time on the model's
     device, and each map is resized back to the original size. Unreadable files are reported and
-    skipped.
+    skipped. With `normal_stats` (saved with the model), `ood` says why an image looks unlike the
+    training normals (empty when it does not).
     """
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
@@ -45,7 +48,9 @@ def predict_folder(
     files = sorted(p for p in input_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise PandaError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {input_dir}")
+    check_replaceable(output_dir, "predictions")
     output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / OUTPUT_MARKER).write_text("predictions\n")
     rows, failed = [], []
     bar = tqdm(total=len(files), desc="predict", unit="img")
     for first in range(0, len(files), batch_size):
@@ -63,9 +68,11 @@ def predict_folder(
         x = torch.from_numpy(small).permute(0, 3, 1, 2).float() / 255.0
         maps = predict_maps(model, x, batch=batch_size, tta=tta)
         for (path, image), small_map in zip(batch, maps, strict=True):
-            rows.append(_write_outputs(path, image, small_map, input_dir, output_dir, threshold))
+            row = _write_outputs(path, image, small_map, input_dir, output_dir, threshold)
+            rows.append(row | {"ood": ood_reason(image, normal_stats)})
     bar.close()
-    scores = pd.DataFrame(rows, columns=["image", "width", "height", "score", "defective", "defect_fraction"])
+    columns = ["image", "width", "height", "score", "defective", "defect_fraction", "ood"]
+    scores = pd.DataFrame(rows, columns=columns)
     tmp = output_dir / ".scores.csv.tmp"
     scores.to_csv(tmp, index=False)
     tmp.replace(output_dir / "scores.csv")

@@ -101,6 +101,8 @@ class StageRun:
 
     def __init__(self, stage: str, mlflow: Any | None = None, run_id: str | None = None) -> None:
         self.stage, self.mlflow, self.run_id = stage, mlflow, run_id
+        self.parent_id: str | None = None
+        self.step_keys: set[str] = set()  # curves; a summary value of the same name would add a step-0 point
         self.offline: dict[str, Any] = {"stage": stage, "params": {}, "metrics": {}, "tags": {}, "steps": []}
         self.offline_path: Path | None = None
 
@@ -123,6 +125,9 @@ class StageRun:
                 f"to {self.offline_path} instead",
                 stacklevel=3,
             )
+        if self.mlflow is not None:
+            with contextlib.suppress(Exception):  # leave no run active in this process
+                self.mlflow.end_run(status="FAILED")
         self.mlflow = None
         self.flush()
 
@@ -142,11 +147,14 @@ class StageRun:
     def log_step(self, step: int, metrics: Mapping[str, float]) -> None:
         """Step metrics from a training loop (the engine calls this on the main process only)."""
         self.offline["steps"].append({"step": step, **metrics})
+        self.step_keys.update(metrics)
         if not self._call("logging step metrics", lambda: self.mlflow.log_metrics(dict(metrics), step=step)):
             self.flush()
 
     def log_metrics(self, metrics: Mapping[str, Any]) -> None:
-        values = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+        values = {
+            k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and k not in self.step_keys
+        }
         self.offline["metrics"].update(values)
         if not self._call("logging metrics", lambda: self.mlflow.log_metrics(values)):
             self.flush()
@@ -156,6 +164,43 @@ class StageRun:
         self.offline["tags"].update(values)
         if not self._call("setting tags", lambda: self.mlflow.set_tags(values)):
             self.flush()
+
+    def close_pipeline(self, metrics: Mapping[str, Any]) -> None:
+        """Put the headline `metrics` on the pipeline's run too (the runs table compares them) and
+        end it: the last stage of an execution calls this."""
+        if self.mlflow is None or self.parent_id is None:
+            return
+        values = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+        client = self.mlflow.MlflowClient()
+        self._call(
+            "closing the pipeline run",
+            lambda: client.log_batch(
+                self.parent_id,
+                metrics=[
+                    self.mlflow.entities.Metric(k, v, int(time.time() * 1000), 0) for k, v in values.items()
+                ],
+            ),
+        )
+        self._call("closing the pipeline run", client.set_terminated, self.parent_id, "FINISHED")
+
+    def log_dataset(self, frame: Any, source: str | Path, name: str) -> None:
+        """`frame` (a manifest) as an MLflow dataset input of this run, with its digest."""
+
+        def log() -> None:
+            import mlflow.data
+
+            dataset = mlflow.data.from_pandas(frame, source=str(source), name=name)
+            self.mlflow.log_input(dataset, context="training")
+            self.offline["tags"][f"dataset.{name}"] = dataset.digest
+
+        self._call("logging the dataset", log)
+
+    def log_model(self, log: Any) -> str | None:
+        """`log(mlflow)` (e.g. `panda.segment.mlflow_model.log_segmenter`); its result, None offline."""
+        result: list[Any] = []
+        if self._call("logging the model", lambda: result.append(log(self.mlflow))):
+            return result[0]
+        return None
 
     def log_artifact(self, path: str | Path) -> None:
         self.offline.setdefault("artifacts", []).append(str(path))
@@ -182,7 +227,58 @@ def close_killed_runs(mlflow: Any, experiment: str) -> int:
     return closed
 
 
-def _start(stage: str, experiment: str, tags: dict[str, str]) -> tuple[Any, Any]:
+def code_is_dirty(cwd: Path | None = None) -> bool:
+    """Uncommitted changes to what decides results (code, params, pipeline); outputs do not count."""
+    paths = ["panda", "stages", "params.yaml", "dvc.yaml", "pyproject.toml"]
+    try:
+        out = subprocess.run(
+            ["git", "status", "--porcelain", "--", *paths],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return bool(out.stdout.strip())
+
+
+def pipeline_identity() -> tuple[str, str]:
+    """(key, run name) of the pipeline execution a stage belongs to: the DVC experiment's name, or
+    for a workspace `dvc repro` the commit (with `-dirty` for uncommitted code or params)."""
+    if os.environ.get("DVC_EXP_NAME"):
+        return f"exp:{os.environ['DVC_EXP_NAME']}", os.environ["DVC_EXP_NAME"]
+    name = f"workspace@{git_commit()[:8]}" + ("-dirty" if code_is_dirty() else "")
+    return f"ws:{name}", name
+
+
+def pipeline_parent(mlflow: Any, experiment_id: str, params: Mapping[str, Any]) -> str:
+    """The run of this pipeline execution: the open one of the same key, else a new one that holds
+    the whole params. `evaluate`, the last stage, closes it (`StageRun.close_pipeline`)."""
+    key, name = pipeline_identity()
+    found = mlflow.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`panda.pipeline` = '{key}' and attributes.status = 'RUNNING'",
+        output_format="list",
+        max_results=1,
+    )
+    if found:
+        return found[0].info.run_id
+    tags = {"panda.pipeline": key, "mlflow.runName": name, "git_commit": git_commit()}
+    if key.startswith("ws:") and name.endswith("-dirty"):
+        tags["dirty"] = "true"
+    client = mlflow.MlflowClient()
+    run = client.create_run(experiment_id, tags=tags, run_name=name)
+    client.log_batch(
+        run.info.run_id,
+        params=[mlflow.entities.Param(k, str(v)[:500]) for k, v in flatten(params).items()],
+    )
+    return run.info.run_id
+
+
+def _start(
+    stage: str, experiment: str, tags: dict[str, str], all_params: Mapping[str, Any] | None
+) -> tuple[Any, Any, str | None]:
     import logging
 
     import mlflow
@@ -191,19 +287,25 @@ def _start(stage: str, experiment: str, tags: dict[str, str]) -> tuple[Any, Any]
     logging.getLogger("alembic").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(tracking_uri())
     ensure_experiment(mlflow, experiment, artifact_location(experiment))
-    mlflow.set_experiment(experiment)
+    exp = mlflow.set_experiment(experiment)
     close_killed_runs(mlflow, experiment)
-    return mlflow, mlflow.start_run(run_name=stage, tags=tags)
+    parent = pipeline_parent(mlflow, exp.experiment_id, all_params) if all_params is not None else None
+    return mlflow, mlflow.start_run(run_name=stage, tags=tags, parent_run_id=parent), parent
 
 
 @contextlib.contextmanager
 def stage_run(
-    stage: str, experiment: str, params: Mapping[str, Any], tags: Mapping[str, str] | None = None
+    stage: str,
+    experiment: str,
+    params: Mapping[str, Any],
+    tags: Mapping[str, str] | None = None,
+    all_params: Mapping[str, Any] | None = None,
 ) -> Iterator[StageRun | None]:
     """An MLflow run around the stage's work, tagged for filtering; yields it as a `StageRun`.
 
-    Under a launcher only the main process (rank 0) tracks: the others get None and log nothing. A
-    stage that raises ends its run as FAILED with the error as a tag.
+    With `all_params` (the whole params file) the run is nested under its pipeline execution's run
+    (`pipeline_parent`). Under a launcher only the main process (rank 0) tracks: the others get None
+    and log nothing. A stage that raises ends its run as FAILED with the error as a tag.
     """
     if int(os.environ.get("RANK", "0")) != 0:
         yield None
@@ -220,7 +322,7 @@ def stage_run(
     run = StageRun(stage)
     run.offline["tags"].update(all_tags)
     try:
-        run.mlflow, active = _start(stage, experiment, all_tags)
+        run.mlflow, active, run.parent_id = _start(stage, experiment, all_tags, all_params)
         run.run_id = active.info.run_id
     except Exception as exc:  # the store is down, read-only or corrupt: work on, log offline
         run.go_offline(f"starting the run failed ({exc.__class__.__name__}: {str(exc)[:200]})")

@@ -70,9 +70,7 @@ def read_benchmark_config(path: Path) -> tuple[str, list[int], tuple[str, ...], 
     if missing:
         keys = "name, seeds, overrides, methods"
         raise PandaError(f"{path}: missing key '{missing[0]}' (a benchmark file has {keys})")
-    methods = tuple(
-        f"{name}:{';'.join(sets)}" if sets else name for name, sets in spec["methods"].items()
-    )
+    methods = tuple(f"{name}:{';'.join(sets)}" if sets else name for name, sets in spec["methods"].items())
     return str(spec["name"]), [int(s) for s in spec["seeds"]], tuple(spec["overrides"]), methods
 
 

@@ -21,7 +21,9 @@ def download(params_path: Path, dataset: str | None, source: str | None, out_dir
     """Download (or generate, for demo) the dataset, verify it and extract it safely."""
     params, data, tracking = read_sections(params_path, dataset=dataset, source=source)
     cache = Path(data.cache_dir).expanduser() if data.cache_dir else None
-    with stage_run("download", tracking.experiment, {"data": vars(data)}, tags(data, False)) as run:
+    with stage_run(
+        "download", tracking.experiment, {"data": vars(data)}, tags(data, False), all_params=params
+    ) as run:
         result = fetch_dataset(data.dataset, out_dir, source=data.source, cache_dir=cache, seed=data.seed)
         verb = "already present, nothing to do" if result.skipped else "ready"
         click.echo(f"{data.dataset}: {verb} at {out_dir} (from {result.origin})")

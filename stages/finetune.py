@@ -29,7 +29,7 @@ from stages.common import (
 )
 
 
-def _skip(method: str, out_dir: Path, data: DataParams, experiment: str) -> None:
+def _skip(method: str, out_dir: Path, data: DataParams, experiment: str, params: dict) -> None:
     """Baseline synthesizers need no denoiser: write a marker instead of spending minutes training one.
 
     DVC reruns this stage when `synth.method` changes back to panda, or panda joins as
@@ -40,7 +40,11 @@ def _skip(method: str, out_dir: Path, data: DataParams, experiment: str) -> None
         (tmp / "NOT_TRAINED.txt").write_text(note)
     write_json({"trained": 0}, REPORTS_DIR / "finetune_metrics.json")
     with stage_run(
-        "finetune", experiment, {"data": vars(data), "synth": {"method": method}}, tags(data)
+        "finetune",
+        experiment,
+        {"data": vars(data), "synth": {"method": method}},
+        tags(data),
+        all_params=params,
     ) as run:
         run.log_metrics({"trained": 0})
     click.echo(f"finetune skipped: {note.strip()}")
@@ -64,13 +68,13 @@ def finetune(
     synth = section(params, "synth", SynthParams, str(params_path))
     compute = read_compute(params, params_path)
     if "panda" not in [m for m, _ in method_counts(synth)]:
-        _skip(synth.method, out_dir, data, tracking.experiment)
+        _skip(synth.method, out_dir, data, tracking.experiment, params)
         return
     if relaunched(compute):
         return
     manifest = load_manifest(PROCESSED_DIR)
     logged = {"data": vars(data), "finetune": vars(ft), "compute": vars(compute)}
-    with stage_run("finetune", tracking.experiment, logged, tags(data)) as run:
+    with stage_run("finetune", tracking.experiment, logged, tags(data), all_params=params) as run:
         result = finetune_category(
             manifest,
             PROCESSED_DIR,

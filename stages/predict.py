@@ -11,7 +11,7 @@ from panda.errors import PandaError
 from panda.evaluate import ADAPTIVE, EvalParams
 from panda.params import section
 from panda.predict import predict_folder
-from panda.segment.train import load_model
+from panda.segment.mlflow_model import load_segmenter
 from stages.common import (
     REPORTS_DIR,
     SEGMENTER_PATH,
@@ -44,29 +44,53 @@ def operating_threshold(ev: EvalParams, metrics_path: Path) -> float:
     "--output-dir", type=click.Path(path_type=Path), required=True, help="Where maps/masks/overlays go."
 )
 @click.option(
-    "--model", "model_path", type=click.Path(path_type=Path), default=SEGMENTER_PATH, show_default=True
+    "--model",
+    "model_ref",
+    default=str(SEGMENTER_PATH),
+    show_default=True,
+    help="A model.pt path or an MLflow model URI (models:/panda@champion, runs:/<id>/segmenter).",
 )
 @click.option(
     "--threshold",
-    type=float,
-    help="Binarisation threshold (default: evaluate.threshold; 'adaptive': reports/metrics.json's).",
+    help="A number, or 'adaptive' (the cut `panda evaluate` fitted). Default: the MLflow model's own "
+    "threshold, else evaluate.threshold.",
 )
 @user_errors
 def predict(
-    params_path: Path, input_dir: Path, output_dir: Path, model_path: Path, threshold: float | None
+    params_path: Path, input_dir: Path, output_dir: Path, model_ref: str, threshold: str | None
 ) -> None:
     """Write an anomaly map, a binary mask and an overlay per image, plus scores.csv."""
     params, _, _ = read_sections(params_path)
-    ev = section(params, "evaluate", EvalParams, str(params_path), threshold=threshold)
+    ev = section(params, "evaluate", EvalParams, str(params_path), threshold=parse_threshold(threshold))
     compute = read_compute(params, params_path)
-    model, image_size = load_model(model_path, with_size=True)
-    model.to(compute.torch_device())
-    cut = operating_threshold(ev, REPORTS_DIR / "metrics.json")
-    summary = predict_folder(model, input_dir, output_dir, image_size, cut, ev.tta)
+    segmenter = load_segmenter(model_ref)
+    if threshold is None and segmenter.threshold is not None:
+        cut = float(segmenter.threshold)
+    else:
+        cut = operating_threshold(ev, REPORTS_DIR / "metrics.json")
+    tta = ev.tta if segmenter.tta is None else bool(segmenter.tta)
+    model = segmenter.model.to(compute.torch_device())
+    summary = predict_folder(
+        model, input_dir, output_dir, segmenter.image_size, cut, tta, normal_stats=segmenter.normal_stats
+    )
     for path, reason in summary.failed:
         click.secho(f"skipped {path}: {reason}", fg="yellow", err=True)
+    for _, row in summary.scores[summary.scores["ood"] != ""].iterrows():
+        click.secho(
+            f"warning: {row['image']} is unlike the training images: {row['ood']}", fg="yellow", err=True
+        )
     n_def = int(summary.scores["defective"].sum())
     click.echo(
         f"{len(summary.scores)} images scored ({n_def} defective at {cut:.3f}), "
         f"{len(summary.failed)} skipped -> {output_dir / 'scores.csv'}"
     )
+
+
+def parse_threshold(text: str | None) -> float | str | None:
+    """--threshold as given: a number, or 'adaptive'; anything else names the option."""
+    if text is None or text == ADAPTIVE:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise PandaError(f"--threshold {text}: use a number in [0, 1] or '{ADAPTIVE}'") from None

@@ -53,7 +53,7 @@ def preprocess_cmd(
     params, data, tracking = read_sections(params_path, dataset=dataset or downloaded_dataset(raw_dir))
     prep = section(params, "preprocess", PreprocessParams, str(params_path), image_size=image_size)
     logged = {"data": vars(data), "preprocess": vars(prep)}
-    with stage_run("preprocess", tracking.experiment, logged, tags(data, False)) as run:
+    with stage_run("preprocess", tracking.experiment, logged, tags(data, False), all_params=params) as run:
         manifest = preprocess(data.dataset, raw_dir, out_dir, prep)
         summary = split_summary(manifest)
         _print_table(summary)

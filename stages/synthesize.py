@@ -46,7 +46,9 @@ def synthesize_cmd(
         return
     manifest = load_manifest(PROCESSED_DIR)
     logged = {"data": vars(data), "synth": vars(synth), "compute": vars(compute)}
-    with stage_run("synthesize", tracking.experiment, logged, tags(data) | {"method": synth.method}) as run:
+    with stage_run(
+        "synthesize", tracking.experiment, logged, tags(data) | {"method": synth.method}, all_params=params
+    ) as run:
         frame, sec_per_image = synthesize(
             manifest, PROCESSED_DIR, out_dir, data.category, synth, DIFFUSION_DIR, compute
         )

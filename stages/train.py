@@ -10,6 +10,7 @@ from panda.data.preprocess import category_rows, load_manifest, normal_train_row
 from panda.io import write_json
 from panda.params import section
 from panda.segment.data import load_pairs, load_synthetic_pairs
+from panda.segment.ood import normal_statistics
 from panda.segment.train import TrainParams, save_model, train_segmenter
 from panda.synth.manifest import load_synthetic
 from panda.tracking import project_root, stage_run
@@ -46,7 +47,9 @@ def train(params_path: Path, steps: int | None, category: str | None, out_path: 
     if relaunched(compute):
         return
     logged = {"data": vars(data), "train": vars(tp), "compute": vars(compute)}
-    with stage_run("train", tracking.experiment, logged, tags(data)) as run:
+    with stage_run("train", tracking.experiment, logged, tags(data), all_params=params) as run:
+        if run is not None:
+            run.log_dataset(frame, (SYNTHETIC_DIR / "manifest.csv").resolve(), "synthetic-pairs")
         result = train_segmenter(
             normal,
             synthetic,
@@ -59,7 +62,8 @@ def train(params_path: Path, steps: int | None, category: str | None, out_path: 
         )
         if run is None:  # not the main process: it only trained
             return
-        save_model(result.model.cpu(), tp, out_path, image_size=int(normal[0].shape[-1]))
+        stats = normal_statistics(normal[0])
+        save_model(result.model.cpu(), tp, out_path, int(normal[0].shape[-1]), stats)
         summary = {
             "steps": result.steps_done,
             "resumed_from": result.resumed_from,

@@ -243,16 +243,20 @@ def train_segmenter(
     )
 
 
-def save_model(model: SegUNet, params: TrainParams, path: Path, image_size: int) -> None:
-    """Weights plus what is needed to rebuild and feed the model (width, channels, training size)."""
+def save_model(
+    model: SegUNet, params: TrainParams, path: Path, image_size: int, normal_stats: dict | None = None
+) -> None:
+    """Weights plus what is needed to rebuild and feed the model (width, channels, training size) and
+    the training normals' statistics (`panda.segment.ood`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     torch.save(
         {
             "state_dict": model.state_dict(),
             "base_channels": params.base_channels,
             "in_channels": model.downs[0][0].in_channels,
             "image_size": image_size,
+            "normal_stats": normal_stats or {},
         },
         tmp,
     )
@@ -261,13 +265,20 @@ def save_model(model: SegUNet, params: TrainParams, path: Path, image_size: int)
 
 def load_model(path: Path, with_size: bool = False) -> SegUNet | tuple[SegUNet, int]:
     """The segmenter saved by `save_model`; with `with_size`, also the image size it was trained at."""
+    model, info = load_model_file(path)
+    return (model, int(info["image_size"])) if with_size else model
+
+
+def load_model_file(path: Path) -> tuple[SegUNet, dict]:
+    """The segmenter saved by `save_model` and what it was saved with; anything else is a user error."""
     if not Path(path).is_file():
         raise PandaError(f"model not found: {path}; run `panda train` first or pass --model")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         model = SegUNet(in_channels=state["in_channels"], base_channels=state["base_channels"])
         model.load_state_dict(state["state_dict"])
-    except (RuntimeError, KeyError, OSError) as exc:
+    except Exception as exc:  # random bytes, another framework's file, a truncated save: all unreadable
         raise PandaError(f"{path} is not a panda segmenter checkpoint ({exc.__class__.__name__})") from None
     model.eval()
-    return (model, int(state["image_size"])) if with_size else model
+    info = {k: v for k, v in state.items() if k != "state_dict"}
+    return model, info
