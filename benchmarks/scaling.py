@@ -143,7 +143,7 @@ def to_markdown(rows: list[dict]) -> str:
         "wall seconds of the whole `panda <stage>` command (launcher start included), peak RSS per "
         "worker process in MiB.",
         "",
-        "| setting | stage | 1 process (s) | 2 processes (s) | 2 / 1 | MiB, 1 proc | MiB per worker, 2 procs |",
+        "| setting | stage | 1 process (s) | 2 processes (s) | 2 / 1 | MiB, 1 proc | MiB per worker, 2 |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
