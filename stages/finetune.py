@@ -7,10 +7,9 @@ from pathlib import Path
 import click
 
 from panda.data.preprocess import load_manifest
-from panda.diffusion.finetune import finetune_category
+from panda.diffusion.finetune import finetune_category, skip_finetune
 from panda.diffusion.pixel import FinetuneParams
-from panda.diffusion.window_modes import describe
-from panda.io import atomic_dir, write_json
+from panda.io import write_json
 from panda.params import section
 from panda.synth.params import SynthParams, method_counts
 from panda.tracking import project_root, stage_run
@@ -19,7 +18,6 @@ from stages.common import (
     DIFFUSION_DIR,
     PROCESSED_DIR,
     REPORTS_DIR,
-    DataParams,
     params_option,
     read_compute,
     read_sections,
@@ -27,27 +25,6 @@ from stages.common import (
     tags,
     user_errors,
 )
-
-
-def _skip(method: str, out_dir: Path, data: DataParams, experiment: str, params: dict) -> None:
-    """Baseline synthesizers need no denoiser: write a marker instead of spending minutes training one.
-
-    DVC reruns this stage when `synth.method` changes back to panda, or panda joins as
-    `synth.mix_method` (the keys `method_counts` reads are among the stage's params).
-    """
-    note = f"synth.method = {method} does not use the diffusion model, so none was trained.\n"
-    with atomic_dir(out_dir, "diffusion") as tmp:
-        (tmp / "NOT_TRAINED.txt").write_text(note)
-    write_json({"trained": 0}, REPORTS_DIR / "finetune_metrics.json")
-    with stage_run(
-        "finetune",
-        experiment,
-        {"data": vars(data), "synth": {"method": method}},
-        tags(data),
-        all_params=params,
-    ) as run:
-        run.log_metrics({"trained": 0})
-    click.echo(f"finetune skipped: {note.strip()}")
 
 
 @click.command("finetune")
@@ -67,16 +44,18 @@ def finetune(
     )
     synth = section(params, "synth", SynthParams, str(params_path))
     compute = read_compute(params, params_path)
-    if "panda" not in [m for m, _ in method_counts(synth)]:
-        _skip(synth.method, out_dir, data, tracking.experiment, params)
+    trains = "panda" in [m for m, _ in method_counts(synth)]
+    if trains and relaunched(compute):
         return
-    if relaunched(compute):
-        return
-    manifest = load_manifest(PROCESSED_DIR)
-    logged = {"data": vars(data), "finetune": vars(ft), "compute": vars(compute)}
+    logged = {"data": vars(data), "finetune": vars(ft), "synth": vars(synth), "compute": vars(compute)}
     with stage_run("finetune", tracking.experiment, logged, tags(data), all_params=params) as run:
+        if not trains:
+            click.echo(f"finetune skipped: {skip_finetune(out_dir, synth.method)}")
+            write_json({"trained": 0}, REPORTS_DIR / "finetune_metrics.json")
+            run.log_metrics({"trained": 0})
+            return
         result = finetune_category(
-            manifest,
+            load_manifest(PROCESSED_DIR),
             PROCESSED_DIR,
             data.category,
             ft,
@@ -88,18 +67,9 @@ def finetune(
         )
         if run is None:  # not the main process: it only trained
             return
-        with atomic_dir(out_dir, "diffusion") as tmp:
-            result.model.cpu().save(tmp)  # weights only: the output stays byte-identical across reruns
-            result.phase_a.scheduler.save_pretrained(tmp / "scheduler")
+        result.save(out_dir)
         summary = result.summary()
         write_json(summary, REPORTS_DIR / "finetune_metrics.json")
         run.set_tags({f"window_mode.{t}": m for t, m in result.window_modes.items()})
         run.log_metrics(summary)
-    a, b = result.phase_a, result.phase_b
-    click.echo(describe(result.window_modes))
-    click.echo(
-        f"denoiser: {summary['n_parameters'] / 1e6:.2f}M params; phase A {a.steps_done} steps "
-        f"(resumed at {a.resumed_from}) in {a.seconds:.1f}s, loss {a.final_loss:.4f}; "
-        f"phase B {ft.phase_b_steps} steps (resumed at {b.resumed_from}) on {result.n_defect_windows} "
-        f"defect windows in {b.seconds:.1f}s, loss {b.final_loss:.4f} -> {out_dir}"
-    )
+    click.echo(result.report(out_dir))

@@ -28,6 +28,11 @@ from stages.common import (
     user_errors,
 )
 
+COLLAPSED = (
+    "warning: the segmenter marks no pixel of its validation pairs as a defect (val dice 0): "
+    "training collapsed to 'all normal'. Try another train.seed or a lower train.lr."
+)
+
 
 @click.command("train")
 @params_option
@@ -64,28 +69,9 @@ def train(params_path: Path, steps: int | None, category: str | None, out_path: 
             return
         stats = normal_statistics(normal[0])
         save_model(result.model.cpu(), tp, out_path, int(normal[0].shape[-1]), stats)
-        summary = {
-            "steps": result.steps_done,
-            "resumed_from": result.resumed_from,
-            "final_loss": result.final_loss,
-            "val_loss": result.val_loss,
-            "val_dice": result.val_dice,
-            "train_seconds": round(result.seconds, 2),
-            "pretext_seconds": round(result.pretext_seconds, 2),
-            "seconds_per_step": round(result.seconds / max(1, result.steps_done - result.resumed_from), 4),
-            "n_parameters": result.n_parameters,
-        }
+        summary = result.summary()
         write_json(summary, REPORTS_DIR / "train_metrics.json")
         run.log_metrics(summary)
-    click.echo(
-        f"segmenter: {result.n_parameters / 1e6:.2f}M params, "
-        f"{result.steps_done} steps (resumed at {result.resumed_from}) in {result.seconds:.1f}s, "
-        f"val dice {result.val_dice:.3f} -> {out_path}"
-    )
+    click.echo(f"{result.report()} -> {out_path}")
     if result.val_dice == 0:
-        click.secho(
-            "warning: the segmenter marks no pixel of its validation pairs as a defect (val dice 0): "
-            "training collapsed to 'all normal'. Try another train.seed or a lower train.lr.",
-            fg="yellow",
-            err=True,
-        )
+        click.secho(COLLAPSED, fg="yellow", err=True)

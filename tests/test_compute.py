@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -75,7 +76,7 @@ def test_accelerate_reads_the_config_file_it_is_given(tmp_path):
     assert (loaded.num_machines, loaded.machine_rank, loaded.main_process_ip) == (2, 1, "10.0.0.1")
 
 
-def _linear_job(tmp_path: Path, stop_after: int | None = None, fail_at_save: int | None = None):
+def _linear_job(tmp_path: Path, stop_after: int | None = None, compute: ComputeParams | None = None):
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
@@ -86,7 +87,7 @@ def _linear_job(tmp_path: Path, stop_after: int | None = None, fail_at_save: int
         return ((module(x.to(device)) - x @ target.to(device)) ** 2).mean()
 
     spec = LoopSpec("probe", steps=6, seed=3, checkpoint_every=1, keep_checkpoints=2, ema_decay=0.5)
-    result = train_loop(model, optimizer, loss_fn, spec, "job", None, tmp_path, stop_after=stop_after)
+    result = train_loop(model, optimizer, loss_fn, spec, "job", compute, tmp_path, stop_after=stop_after)
     return model, result
 
 
@@ -117,6 +118,18 @@ def test_a_crash_while_a_checkpoint_is_written_resumes_from_the_last_complete_on
         assert torch.equal(a, b)
     state = json.loads((job / "step-00000006" / "panda_state.json").read_text())
     assert state == {"key": "job", "step": 6, "loss": result.final_loss}
+
+
+@pytest.mark.parametrize(
+    "compute", [ComputeParams(mixed_precision="bf16", device="cpu"), ComputeParams(gradient_accumulation=2)]
+)
+def test_bf16_and_accumulation_train_and_keep_their_own_checkpoints(tmp_path, compute):
+    plain, _ = _linear_job(tmp_path)
+    other, result = _linear_job(tmp_path, compute=compute)
+    assert result.resumed_from == 0 and np.isfinite(result.final_loss)  # not the fp32 job's checkpoint
+    assert not torch.equal(plain.weight, other.weight)
+    (job,) = [p.name for p in tmp_path.iterdir() if p.is_dir()]  # its own key; the fp32 job was replaced
+    assert job.startswith("job-p1-")
 
 
 def test_each_step_and_rank_draws_its_own_batch():

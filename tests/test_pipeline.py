@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -90,6 +92,7 @@ def test_stage_logs_to_mlflow_server_over_rest(workdir, monkeypatch):
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its workers are children: stop the whole group
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -121,14 +124,15 @@ def test_stage_logs_to_mlflow_server_over_rest(workdir, monkeypatch):
         params = {p["key"]: p["value"] for p in stages[0]["data"]["params"]}
         assert tags["stage"] == "download" and tags["dataset"] == "demo" and "git_commit" in tags
         assert params["data.dataset"] == "demo"
-        server.kill()  # the server dies between stages: the next stage still writes its outputs
+        os.killpg(server.pid, signal.SIGKILL)  # the server dies: the next stage still writes its outputs
         server.wait(timeout=30)
         began = time.time()
         run_stage("preprocess")
         assert time.time() - began < 60 and (workdir / "data/processed/manifest.csv").is_file()
         assert list((workdir / "reports/mlflow-offline").glob("preprocess-*.json"))
     finally:
-        server.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
         server.wait(timeout=30)
 
 

@@ -18,8 +18,8 @@ from panda.data.preprocess import category_rows, normal_train_rows
 from panda.diffusion.denoiser import PixelDenoiser
 from panda.diffusion.phase_b import PhaseBResult, defect_windows, train_phase_b
 from panda.diffusion.pixel import FinetuneParams, PhaseAResult, as_model_channels, train_phase_a
-from panda.diffusion.window_modes import type_window_modes
-from panda.io import read_image
+from panda.diffusion.window_modes import describe, type_window_modes
+from panda.io import atomic_dir, read_image
 from panda.segment.data import load_pairs
 
 
@@ -31,6 +31,24 @@ class FinetuneResult:
     window_modes: dict[str, str]
     n_defect_windows: int
     model_channels: int
+
+    def save(self, out_dir: Path) -> None:
+        """The denoiser in diffusers layout (`unet/`, `scheduler/`) plus adapters, atomically; weights
+        only, so the output stays byte-identical across reruns."""
+        with atomic_dir(out_dir, "diffusion") as tmp:
+            self.model.cpu().save(tmp)
+            self.phase_a.scheduler.save_pretrained(tmp / "scheduler")
+
+    def report(self, out_dir: Path) -> str:
+        a, b = self.phase_a, self.phase_b
+        return (
+            f"{describe(self.window_modes)}\n"
+            f"denoiser: {sum(p.numel() for p in self.model.parameters()) / 1e6:.2f}M params; phase A "
+            f"{a.steps_done} steps (resumed at {a.resumed_from}) in {a.seconds:.1f}s, "
+            f"loss {a.final_loss:.4f}; "
+            f"phase B {b.steps_done} steps (resumed at {b.resumed_from}) on {self.n_defect_windows} defect "
+            f"windows in {b.seconds:.1f}s, loss {b.final_loss:.4f} -> {out_dir}"
+        )
 
     def summary(self) -> dict[str, float | int]:
         """The numbers `reports/finetune_metrics.json` and MLflow get."""
@@ -99,3 +117,14 @@ def finetune_category(
         ema_decay=params.ema_decay,
     )
     return FinetuneResult(model, phase_a, phase_b, modes, len(windows.images), int(images.shape[1]))
+
+
+def skip_finetune(out_dir: Path, method: str) -> str:
+    """Baseline synthesizers need no denoiser: a marker in `out_dir` instead of minutes of training.
+
+    DVC reruns the stage when `synth.method` changes back to panda, or panda joins as
+    `synth.mix_method` (the keys `method_counts` reads are among the stage's params)."""
+    note = f"synth.method = {method} does not use the diffusion model, so none was trained."
+    with atomic_dir(out_dir, "diffusion") as tmp:
+        (tmp / "NOT_TRAINED.txt").write_text(note + "\n")
+    return note

@@ -66,6 +66,27 @@ class TrainResult:
     n_parameters: int
     pretext_seconds: float = 0.0
 
+    def summary(self) -> dict[str, float | int]:
+        """The numbers `reports/train_metrics.json` and MLflow get."""
+        trained = max(1, self.steps_done - self.resumed_from)
+        return {
+            "steps": self.steps_done,
+            "resumed_from": self.resumed_from,
+            "final_loss": self.final_loss,
+            "val_loss": self.val_loss,
+            "val_dice": self.val_dice,
+            "train_seconds": round(self.seconds, 2),
+            "pretext_seconds": round(self.pretext_seconds, 2),
+            "seconds_per_step": round(self.seconds / trained, 4),
+            "n_parameters": self.n_parameters,
+        }
+
+    def report(self) -> str:
+        return (
+            f"segmenter: {self.n_parameters / 1e6:.2f}M params, {self.steps_done} steps (resumed at "
+            f"{self.resumed_from}) in {self.seconds:.1f}s, val dice {self.val_dice:.3f}"
+        )
+
 
 def seg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """BCE + soft dice: BCE trains every pixel, dice keeps tiny defects from drowning in background."""
