@@ -5,7 +5,10 @@ Subcommands are imported on first use, so `panda --help` does not pay for torch,
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
+import sys
 
 import click
 
@@ -55,7 +58,23 @@ def cli() -> None:
     """
 
 
+def stop_with_dvc() -> None:
+    """Under `dvc repro` (DVC sets DVC_STAGE), end this stage when DVC dies: a killed `dvc repro`
+    must not leave its stage running on, writing outputs nobody will record (Linux only)."""
+    if not os.environ.get("DVC_STAGE") or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() == 1:  # DVC was already gone before the line above
+        raise SystemExit(143)
+
+
 def main() -> None:
+    stop_with_dvc()
     cli()
 
 

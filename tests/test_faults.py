@@ -3,6 +3,7 @@ a hang, lost data or a silently wrong label. Small files made here; loopback onl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -256,3 +257,37 @@ def test_kill_9_of_training_resumes_to_the_uninterrupted_weights(workdir, tiny_p
     straight = torch.load(workdir / "data/models/segmenter/model.pt", weights_only=True)["state_dict"]
     for name, value in straight.items():
         assert torch.equal(value, resumed[name]), name
+
+
+def test_a_stage_under_a_killed_dvc_does_not_run_on(workdir, tiny_params):
+    """DVC runs `panda <stage>` as its child with DVC_STAGE set; kill -9 of DVC ends the stage."""
+    tiny_params["synth"]["method"] = "cutpaste"
+    tiny_params["train"].update(steps=100000, checkpoint_every=100000)
+    (workdir / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    for stage in ("download", "preprocess", "synthesize"):
+        run_stage(stage)
+    fake_dvc = (
+        "import os, subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-m', 'stages.cli', 'train'], env={**os.environ, "
+        "'DVC_STAGE': 'train'}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+        "print(child.pid, flush=True)\ntime.sleep(600)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", fake_dvc], cwd=workdir, stdout=subprocess.PIPE, text=True
+    )
+    child = int(parent.stdout.readline())
+    time.sleep(8)  # the stage is training now
+    parent.kill()
+    parent.wait(timeout=10)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(child, os.WNOHANG)
+        time.sleep(0.2)
+    else:
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError("the stage ran on after DVC was killed")
