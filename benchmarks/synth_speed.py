@@ -54,9 +54,8 @@ def main(params_path: str, model_dir: str, processed_dir: str, repeats: int, out
     end_to_end = len(images) * repeats / (time.perf_counter() - began)
 
     background, target, defect = synthesizer.prepare(images, masks, defect_type)
-    results = time_samplers(
-        synthesizer.model, synthesizer.scheduler, background, target, defect, synth.sampler_config(), repeats
-    )
+    batch = (background, target, defect)
+    results = time_samplers(synthesizer.model, synthesizer.scheduler, batch, synth.sampler_config(), repeats)
     panda, plain = results
     ratio = panda.seconds_per_batch / plain.seconds_per_batch
     report = {

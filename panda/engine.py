@@ -43,9 +43,14 @@ LossFn = Callable[[nn.Module, torch.Generator, torch.device], torch.Tensor]
 
 @dataclass
 class LoopSpec:
+    """One training job: what it is called, how long it runs, and where it checkpoints."""
+
     name: str  # names the progress bar, the loss metric and the RNG stream
     steps: int  # optimizer steps in all
     seed: int
+    key: str = "job"  # the job's identity (settings + data, `panda.io.job_key`): resume only the same job
+    checkpoint_dir: Path | None = None  # checkpoints in checkpoint_dir/<key>/; None = none
+    shared_cache: bool = False  # keep other jobs' folders there (a cache DVC experiments share)
     checkpoint_every: int = 50
     keep_checkpoints: int = 2
     ema_decay: float = 0.0  # 0 = no EMA
@@ -150,24 +155,20 @@ def train_loop(
     optimizer: torch.optim.Optimizer,
     loss_fn: LossFn,
     spec: LoopSpec,
-    key: str,
     compute: ComputeParams | None = None,
-    checkpoint_dir: Path | None = None,
-    shared_cache: bool = False,
     lr_at: Callable[[int], float] | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     on_checkpoint: Callable[[nn.Module], dict[str, float]] | None = None,
     stop_after: int | None = None,
 ) -> LoopResult:
-    """Train `model` in place for `spec.steps` optimizer steps, resuming job `key` from `checkpoint_dir`.
-
-    Checkpoints go to `checkpoint_dir/<key>/`. With `shared_cache` other jobs' folders there stay (a
-    cache shared by DVC experiments, e.g. phase A); otherwise the loop keeps only its own job.
+    """Train `model` in place for `spec.steps` optimizer steps, resuming job `spec.key` from
+    `spec.checkpoint_dir/<key>/`. With `spec.shared_cache` other jobs' folders there stay (phase A's
+    cache, shared by DVC experiments); otherwise the loop keeps only its own job.
     `on_checkpoint(model)` adds metrics (e.g. validation) at each checkpoint, with the EMA weights in
     place; `stop_after` ends early after that many steps (to test interruption and resume).
     """
     accelerator = make_accelerator(compute)
-    key = _run_key(key, accelerator)
+    key, checkpoint_dir = _run_key(spec.key, accelerator), spec.checkpoint_dir
     trainable = [p for p in model.parameters() if p.requires_grad]
     prepared, optimizer = accelerator.prepare(model, optimizer)
     ema = EMAModel(trainable, decay=spec.ema_decay, use_ema_warmup=True) if spec.ema_decay else None
@@ -175,7 +176,7 @@ def train_loop(
     start, loss_value = 0, float("nan")
     if job_dir is not None:
         if accelerator.is_main_process:
-            if not shared_cache:
+            if not spec.shared_cache:
                 _drop_other_jobs(checkpoint_dir, key)
             clean_leftovers(job_dir)
         accelerator.wait_for_everyone()

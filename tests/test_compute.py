@@ -86,8 +86,8 @@ def _linear_job(tmp_path: Path, stop_after: int | None = None, compute: ComputeP
         x = torch.randn(8, 4, generator=gen)
         return ((module(x.to(device)) - x @ target.to(device)) ** 2).mean()
 
-    spec = LoopSpec("probe", steps=6, seed=3, checkpoint_every=1, keep_checkpoints=2, ema_decay=0.5)
-    result = train_loop(model, optimizer, loss_fn, spec, "job", compute, tmp_path, stop_after=stop_after)
+    spec = LoopSpec("probe", 6, 3, "job", tmp_path, checkpoint_every=1, keep_checkpoints=2, ema_decay=0.5)
+    result = train_loop(model, optimizer, loss_fn, spec, compute, stop_after=stop_after)
     return model, result
 
 

@@ -141,16 +141,20 @@ def test_mix_makes_its_share_of_each_types_pairs(workdir):
     for stage in ("download", "preprocess"):
         assert CliRunner().invoke(cli, [stage]).exit_code == 0
     processed = workdir / "data/processed"
-    params = SynthParams("cutpaste", n_per_defect=6, mix_method="real", mix_fraction=0.5)
+    params = SynthParams(method="cutpaste", n_per_defect=6, mix_method="real", mix_fraction=0.5)
     frame, _ = synthesize(load_manifest(processed), processed, workdir / "syn", "brick", params)
     counts = frame.groupby(["defect_type", "method"]).size().to_dict()
     assert counts == {(t, m): 3 for t in ("crack", "hole") for m in ("cutpaste", "real")}
     assert frame["image_path"].is_unique and (frame["mask_area"] > 0).all()
     plain, _ = synthesize(
-        load_manifest(processed), processed, workdir / "plain", "brick", SynthParams("cutpaste", 6)
+        load_manifest(processed),
+        processed,
+        workdir / "plain",
+        "brick",
+        SynthParams(method="cutpaste", n_per_defect=6),
     )
     assert set(plain["method"]) == {"cutpaste"} and len(plain) == 12
-    only = SynthParams("cutpaste", 6, defect_types=["hole"])
+    only = SynthParams(method="cutpaste", n_per_defect=6, defect_types=["hole"])
     hole, _ = synthesize(load_manifest(processed), processed, workdir / "hole", "brick", only)
     assert set(hole["defect_type"]) == {"hole"} and len(hole) == 6
     same = hole["image_path"].iloc[0]  # a type's samples do not depend on which other types are made
@@ -161,10 +165,10 @@ def test_mix_makes_its_share_of_each_types_pairs(workdir):
             processed,
             workdir / "x",
             "brick",
-            SynthParams("cutpaste", 6, defect_types=["scratch"]),
+            SynthParams(method="cutpaste", n_per_defect=6, defect_types=["scratch"]),
         )
     with pytest.raises(PandaError, match="synth.mix_method"):
-        SynthParams("cutpaste", 6, mix_fraction=0.5).validate()
+        SynthParams(method="cutpaste", n_per_defect=6, mix_fraction=0.5).validate()
 
 
 def test_window_modes_are_checked_by_key():
@@ -173,6 +177,6 @@ def test_window_modes_are_checked_by_key():
     from panda.synth.params import SynthParams
 
     with pytest.raises(PandaError, match="synth.window_mode = 'crop'"):
-        SynthParams("panda", 6, window_mode="crop").validate()
+        SynthParams(method="panda", n_per_defect=6, window_mode="crop").validate()
     with pytest.raises(PandaError, match="finetune.window_mode = 'tiles'"):
         FinetuneParams(steps=1, window_mode="tiles").validate()

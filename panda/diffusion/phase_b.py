@@ -193,17 +193,7 @@ def train_phase_b(
             batch = DefectWindows(batch.images.flip(-1), batch.masks.flip(-1), batch.defect_ids)
         return module(batch, gen)
 
-    spec = LoopSpec("phase_b", steps, seed, checkpoint_every, ema_decay=ema_decay)
-    loop = train_loop(
-        objective,
-        optimizer,
-        loss_fn,
-        spec,
-        key,
-        compute,
-        checkpoint_dir,
-        on_step=on_step,
-        stop_after=stop_after,
-    )
+    spec = LoopSpec("phase_b", steps, seed, key, checkpoint_dir, False, checkpoint_every, 2, ema_decay)
+    loop = train_loop(objective, optimizer, loss_fn, spec, compute, on_step=on_step, stop_after=stop_after)
     model.eval()
     return PhaseBResult(loop.final_loss, loop.seconds, loop.steps_done, loop.resumed_from)

@@ -167,20 +167,19 @@ def train_phase_a(
         pred = model(noisy.to(device), t.to(device), class_labels=normal.to(device)).sample
         return F.mse_loss(pred.float(), noise.to(device))
 
-    spec = LoopSpec("phase_a", params.steps, params.seed, params.checkpoint_every, ema_decay=params.ema_decay)
     key = phase_a_key(params, num_classes, images)
-    loop = train_loop(
-        unet,
-        optimizer,
-        loss_fn,
-        spec,
+    spec = LoopSpec(
+        "phase_a",
+        params.steps,
+        params.seed,
         key,
-        compute,
         checkpoint_root,
         True,
-        on_step=on_step,
-        stop_after=stop_after,
+        params.checkpoint_every,
+        2,
+        params.ema_decay,
     )
+    loop = train_loop(unet, optimizer, loss_fn, spec, compute, on_step=on_step, stop_after=stop_after)
     return PhaseAResult(
         unet=unet,
         scheduler=scheduler,

@@ -56,13 +56,13 @@ class SpeedResult:
 def time_samplers(
     denoiser: Denoiser,
     scheduler: DDIMScheduler | DDPMScheduler,
-    background: torch.Tensor,
-    mask: torch.Tensor,
-    defect: torch.Tensor,
+    batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     config: SamplerConfig,
     repeats: int = 3,
 ) -> list[SpeedResult]:
-    """[panda, plain DDIM inpainting] on one batch, each run `repeats` times after a warm-up run."""
+    """[panda, plain DDIM inpainting] on one (background, mask, defect) batch, as the synthesizer
+    prepares it, each run `repeats` times after a warm-up run."""
+    background, mask, defect = batch
     runs = {
         "panda": lambda d, g: phased_sample(d, scheduler, background, mask, defect, config, g),
         "plain_inpaint": lambda d, g: plain_inpaint(

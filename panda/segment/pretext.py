@@ -118,19 +118,9 @@ def pretrain_restoration(
         corrupted = corrupt(batch, gen).to(device)
         return F.l1_loss(restore(module, corrupted).float(), normalize(batch[:, :1]).to(device))
 
-    spec = LoopSpec("pretext", params.steps, params.seed, checkpoint_every)
-    train_loop(
-        model,
-        optimizer,
-        loss_fn,
-        spec,
-        key,
-        compute,
-        cache_dir,
-        shared_cache=True,
-        lr_at=lambda step: warmup_cosine(step, params.steps, params.lr),
-        stop_after=stop_after,
-    )
+    spec = LoopSpec("pretext", params.steps, params.seed, key, cache_dir, True, checkpoint_every)
+    schedule = lambda step: warmup_cosine(step, params.steps, params.lr)  # noqa: E731
+    train_loop(model, optimizer, loss_fn, spec, compute, schedule, stop_after=stop_after)
     with torch.no_grad():
         model.head.weight.zero_()
         model.head.bias.fill_(HEAD_PRIOR_LOGIT)

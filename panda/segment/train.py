@@ -235,20 +235,9 @@ def train_segmenter(
         val_loss, val_dice = _validate(trained, x_val, y_val)
         return {"val_loss": val_loss, "val_dice": val_dice}
 
-    spec = LoopSpec("train", params.steps, params.seed, params.checkpoint_every)
-    loop = train_loop(
-        model,
-        optimizer,
-        loss_fn,
-        spec,
-        key,
-        compute,
-        checkpoint_dir,
-        lr_at=lambda step: lr_at(step, params),
-        on_step=on_step,
-        on_checkpoint=validation,
-        stop_after=stop_after,
-    )
+    spec = LoopSpec("train", params.steps, params.seed, key, checkpoint_dir, False, params.checkpoint_every)
+    schedule = lambda step: lr_at(step, params)  # noqa: E731
+    loop = train_loop(model, optimizer, loss_fn, spec, compute, schedule, on_step, validation, stop_after)
     val_loss, val_dice = _validate(model, x_val, y_val)
     model.eval()
     return TrainResult(

@@ -6,7 +6,7 @@ any pairs?) do not import, and so do not depend on, the synthesis code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from panda.diffusion.sampler import SamplerConfig
 from panda.errors import PandaError
@@ -16,35 +16,24 @@ WINDOW_MODES = ("auto", "resize", "native")  # auto: each type as the denoiser l
 
 
 @dataclass
-class SynthParams:
+class SynthParams(SamplerConfig):
+    """`synth`: the sampler's settings (inherited from `SamplerConfig`, method.md section 3) and
+    which method makes how many pairs where."""
+
     method: str = "panda"
     n_per_defect: int = 24
     seed: int = 0
     placement: str = "uniform"  # prior: where this defect type occurs in gen_train; uniform: anywhere
     texture_dir: str | None = None  # draem: a folder of texture photos (e.g. DTD); null = built-in photos
-    # panda (method.md section 3)
-    steps: int = 20
-    sampler: str = "ddim"
-    pma_steps: int = 16
-    only_windows: list[list[float]] = field(default_factory=lambda: [[0.7, 0.8], [0.3, 0.4]])
-    inject_background: bool = True
-    batch_size: int = 16
+    batch_size: int = 16  # panda: images sampled together
     mask_dir: str | None = None  # panda: user-supplied target masks; null = augmented gen_train masks
-    guidance_scale: float = 1.0  # panda: eps_normal + s (eps - eps_normal); 1 = off (*ours*)
     defect_types: list[str] = field(default_factory=list)  # synthesize only these types; [] = all
     mix_method: str | None = None  # another method that makes `mix_fraction` of each type's pairs
     mix_fraction: float = 0.0
     window_mode: str = "auto"  # panda: as the denoiser was fine-tuned (auto), or force resize / native
 
     def sampler_config(self) -> SamplerConfig:
-        return SamplerConfig(
-            self.steps,
-            self.sampler,
-            self.pma_steps,
-            self.only_windows,
-            self.inject_background,
-            self.guidance_scale,
-        )
+        return SamplerConfig(**{f.name: getattr(self, f.name) for f in fields(SamplerConfig)})
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -66,7 +55,7 @@ class SynthParams:
             )
         if self.n_per_defect < 1 or self.batch_size < 1:
             raise PandaError("synth.n_per_defect and synth.batch_size must be >= 1")
-        self.sampler_config().validate()
+        super().validate()
 
 
 def method_counts(params: SynthParams) -> list[tuple[str, int]]:
