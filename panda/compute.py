@@ -26,7 +26,9 @@ class ComputeParams:
     # no | fp16 (cuda only) | bf16; YAML 1.1 reads an unquoted `no` (as DVC writes it back) as false
     mixed_precision: str | bool = "no"
     processes: int = 1  # 1 = this process; > 1 = the stage restarts itself under `accelerate launch`
-    threads: int = 2  # torch CPU threads per process, fixed so a seed gives the same numbers anywhere
+    # torch CPU threads in all, shared out between this machine's processes; fixed, so a seed gives the
+    # same numbers on any machine (results differ between thread counts)
+    threads: int = 2
     gradient_accumulation: int = 1  # micro-batches per optimizer step (effective batch x this)
     accelerate_config: str | None = None  # an `accelerate config` file (multi-node); null = none
 
@@ -80,9 +82,16 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def threads_per_process(compute: ComputeParams) -> int:
+    """`compute.threads` shared out between the processes on this machine (at least one each): more
+    threads than cores make OpenMP's spinning threads crawl."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", compute.processes if compute.wants_launcher() else 1))
+    return max(1, compute.threads // max(local, 1))
+
+
 def set_threads(compute: ComputeParams) -> int:
     """Fix torch's intra-op threads: results differ between thread counts, so the count is a setting."""
-    torch.set_num_threads(compute.threads)
+    torch.set_num_threads(threads_per_process(compute))
     return torch.get_num_threads()
 
 
@@ -127,5 +136,5 @@ def launch_command(compute: ComputeParams, module_args: list[str]) -> list[str]:
         cmd += ["--multi_gpu", "--num_processes", str(compute.processes), "--num_machines", "1"]
         cmd += ["--mixed_precision", compute.mixed_precision, "--main_process_port", "0"]
         cmd += ["--dynamo_backend", "no"]
-    cmd += ["--num_cpu_threads_per_process", str(compute.threads)]
+    cmd += ["--num_cpu_threads_per_process", str(threads_per_process(compute))]
     return [*cmd, "-m", *module_args]

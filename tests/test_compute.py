@@ -53,6 +53,15 @@ def test_an_unquoted_no_is_no_mixed_precision(workdir, tiny_params):
     assert section(load_params(workdir / "params.yaml"), "compute", ComputeParams).mixed_precision == "no"
 
 
+def test_threads_are_shared_out_between_the_processes(monkeypatch):
+    from panda.compute import threads_per_process
+
+    assert threads_per_process(ComputeParams(threads=2)) == 2
+    assert threads_per_process(ComputeParams(threads=2, processes=2)) == 1  # 2 cores, not 4 threads
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")  # as the launcher says, e.g. from a config file
+    assert threads_per_process(ComputeParams(threads=8, processes=2)) == 2
+
+
 def test_a_config_file_replaces_our_process_count(tmp_path):
     config = tmp_path / "accelerate.yaml"
     config.write_text("num_processes: 4\nnum_machines: 2\nmachine_rank: 1\nmain_process_ip: 10.0.0.1\n")
