@@ -189,7 +189,9 @@ class StageRun:
         def log() -> None:
             import mlflow.data
 
-            dataset = mlflow.data.from_pandas(frame, source=str(source), name=name)
+            with warnings.catch_warnings():  # MLflow registers the local-file source twice and says so
+                warnings.simplefilter("ignore")
+                dataset = mlflow.data.from_pandas(frame, source=str(source), name=name)
             self.mlflow.log_input(dataset, context="training")
             self.offline["tags"][f"dataset.{name}"] = dataset.digest
 

@@ -141,6 +141,16 @@ def test_bf16_and_accumulation_train_and_keep_their_own_checkpoints(tmp_path, co
     assert job.startswith("job-p1-")
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_loop_resumes_on_cuda_in_bf16(tmp_path):
+    compute = ComputeParams(device="cuda", mixed_precision="bf16")
+    whole, _ = _linear_job(tmp_path / "whole", compute=compute)
+    _linear_job(tmp_path / "split", stop_after=3, compute=compute)
+    resumed, result = _linear_job(tmp_path / "split", compute=compute)
+    assert result.resumed_from == 3 and whole.weight.device.type == "cuda"
+    assert torch.equal(whole.weight, resumed.weight)
+
+
 def test_each_step_and_rank_draws_its_own_batch():
     draw = lambda *a: torch.rand(3, generator=step_generator(*a))  # noqa: E731
     assert torch.equal(draw(0, "train", 5), draw(0, "train", 5))
