@@ -291,7 +291,9 @@ def _start(
     ensure_experiment(mlflow, experiment, artifact_location(experiment))
     exp = mlflow.set_experiment(experiment)
     close_killed_runs(mlflow, experiment)
-    parent = pipeline_parent(mlflow, exp.experiment_id, all_params) if all_params is not None else None
+    # a pipeline execution is what DVC runs (it sets DVC_STAGE); a stage run by hand stands alone
+    nested = all_params is not None and bool(os.environ.get("DVC_STAGE"))
+    parent = pipeline_parent(mlflow, exp.experiment_id, all_params) if nested else None
     return mlflow, mlflow.start_run(run_name=stage, tags=tags, parent_run_id=parent), parent
 
 

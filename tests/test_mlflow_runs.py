@@ -24,7 +24,10 @@ def _runs() -> pd.DataFrame:
 
 
 @pytest.mark.slow
-def test_runs_nest_under_one_pipeline_run_and_the_model_round_trips(workdir, tiny_params, tmp_path):
+def test_runs_nest_under_one_pipeline_run_and_the_model_round_trips(
+    workdir, tiny_params, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("DVC_STAGE", "any")  # as under dvc repro
     tiny_params["synth"]["method"] = "cutpaste"
     (workdir / "params.yaml").write_text(yaml.safe_dump(tiny_params))
     for stage in STAGES:
@@ -70,6 +73,7 @@ def test_runs_nest_under_one_pipeline_run_and_the_model_round_trips(workdir, tin
     for png in (tmp_path / "a").glob("*_map.png"):
         assert np.array_equal(np.asarray(Image.open(png)), np.asarray(Image.open(tmp_path / "b" / png.name)))
     assert "unlike the training images" not in by_uri.output
+    assert len(_runs()) == len(STAGES) + 1  # predict is no pipeline stage: it logs no run
 
     foreign = tmp_path / "foreign"
     foreign.mkdir()

@@ -50,7 +50,7 @@ def _inputs(n: int = 3, size: int = 16):
 
 
 @pytest.mark.parametrize("kind", ["ddim", "ddpm"])
-@pytest.mark.parametrize("pma_steps", [0, 16])
+@pytest.mark.parametrize("pma_steps", [0, 16, 20])
 def test_outside_mask_equals_background(kind, pma_steps):
     background, mask, defect = _inputs()
     cfg = SamplerConfig(steps=20, sampler=kind, pma_steps=pma_steps)

@@ -6,7 +6,8 @@ Per step t (high to low), with b = q(z_bg, t_prev) and m = q(0, t_prev):
 - anomaly-aware step: eps = G_A(U(x), M_cur); x0 = M_cur x0_hat(x, eps) + (1 - M_cur) z_bg;
   x = post(x, x0); y = M x + (1 - M) m; x = M_cur x + (1 - M_cur) b
 - then M_cur = M + a (1 - M) with a shrinking linearly from 1 to 0 over the first `pma_steps` steps
-  (*ours*: PMA counted in sampling steps; `pma_steps: 0` = hard mask from the start).
+  (*ours*: PMA counted in sampling steps; `pma_steps: 0` = hard mask from the start). The last step
+  always uses the hard mask, so `pma_steps` = `steps` shrinks it over all the steps before it.
 `post` is the diffusers scheduler's own step (DDIM or DDPM, strided to `steps`), fed with the noise
 that corresponds to the modified x0, so the posterior maths stays diffusers'. One denoiser call per
 step: `steps` calls per image, whatever the branch.
@@ -45,9 +46,10 @@ class SamplerConfig:
     def validate(self) -> None:
         if self.sampler not in ("ddim", "ddpm"):
             raise PandaError(f"synth.sampler = '{self.sampler}': use 'ddim' or 'ddpm'")
-        if self.steps < 1 or not 0 <= self.pma_steps < self.steps:
+        if self.steps < 1 or not 0 <= self.pma_steps <= self.steps:
             raise PandaError(
-                "synth.pma_steps must lie in [0, synth.steps - 1]: the mask must be hard at the last step"
+                f"synth.pma_steps = {self.pma_steps} must lie in [0, synth.steps = {self.steps}]; "
+                "raise synth.steps for a longer shrink"
             )
         if self.guidance_scale < 1:
             raise PandaError("synth.guidance_scale must be >= 1 (1 = no guidance)")
@@ -67,8 +69,10 @@ def make_scheduler(scheduler_dir: Path, sampler: str, steps: int) -> DDIMSchedul
 
 
 def pma_schedule(steps: int, pma_steps: int) -> list[float]:
-    """a after each sampling step: 1 -> 0 linearly over `pma_steps` steps, then 0 (hard mask)."""
-    return [max(0.0, 1.0 - (i + 1) / pma_steps) if pma_steps else 0.0 for i in range(steps)]
+    """a after each sampling step: 1 -> 0 linearly over `pma_steps` steps, then 0 (hard mask); the
+    shrink ends by the step before the last, so the last step always sees the hard mask."""
+    span = min(pma_steps, steps - 1)
+    return [max(0.0, 1.0 - (i + 1) / span) if span > 0 else 0.0 for i in range(steps)]
 
 
 def guided(
