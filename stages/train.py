@@ -9,7 +9,7 @@ import click
 from panda.data.preprocess import category_rows, load_manifest, normal_train_rows
 from panda.io import write_json
 from panda.params import section
-from panda.segment.data import load_pairs, load_synthetic_pairs
+from panda.segment.data import load_pairs
 from panda.segment.ood import normal_statistics
 from panda.segment.train import TrainParams, save_model, train_segmenter
 from panda.synth.manifest import load_synthetic
@@ -48,7 +48,7 @@ def train(params_path: Path, steps: int | None, category: str | None, out_path: 
     rows = category_rows(load_manifest(PROCESSED_DIR), data.category)
     normal = load_pairs(PROCESSED_DIR, normal_train_rows(rows))
     frame = load_synthetic(SYNTHETIC_DIR)
-    synthetic = load_synthetic_pairs(SYNTHETIC_DIR, frame)
+    synthetic = load_pairs(SYNTHETIC_DIR, frame)
     if relaunched(compute):
         return
     logged = {"data": vars(data), "train": vars(tp), "compute": vars(compute)}

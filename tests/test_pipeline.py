@@ -161,18 +161,18 @@ def test_train_starts_from_a_cached_pretext_when_asked(workdir, tiny_params):
     import torch
     import yaml
 
-    from panda.segment.train import load_model
+    from panda.segment.train import load_model_file
 
     tiny_params["synth"]["method"] = "cutpaste"
     (workdir / "params.yaml").write_text(yaml.safe_dump(tiny_params))
     for stage in ("download", "preprocess", "synthesize"):
         run_stage(stage)
     run_stage("train")
-    scratch = load_model(workdir / "data/models/segmenter/model.pt").state_dict()
+    scratch = load_model_file(workdir / "data/models/segmenter/model.pt")[0].state_dict()
     tiny_params["train"]["pretext_steps"] = 3
     (workdir / "params.yaml").write_text(yaml.safe_dump(tiny_params))
     run_stage("train")
-    pretext = load_model(workdir / "data/models/segmenter/model.pt").state_dict()
+    pretext = load_model_file(workdir / "data/models/segmenter/model.pt")[0].state_dict()
     assert not torch.equal(pretext["downs.0.0.weight"], scratch["downs.0.0.weight"])
     assert len(list((workdir / "data/checkpoints/train/pretext").glob("*/step-*"))) == 1
     assert json.loads((workdir / "reports/train_metrics.json").read_text())["pretext_seconds"] > 0

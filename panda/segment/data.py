@@ -29,11 +29,6 @@ def load_pairs(root: Path, frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Ten
     return x, y
 
 
-def load_synthetic_pairs(synthetic_dir: Path, frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
-    """The synthetic pairs listed in `frame` (the synthetic manifest), as `load_pairs` reads them."""
-    return load_pairs(synthetic_dir, frame)
-
-
 def normalize(x: torch.Tensor) -> torch.Tensor:
     """Map [0, 1] images to roughly zero mean, unit range for the network."""
     return (x - 0.5) / 0.5

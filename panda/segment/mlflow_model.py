@@ -42,8 +42,12 @@ def log_segmenter(
     mlflow: Any, model: SegUNet, info: dict, threshold: float, tta: bool, registered_name: str, score: float
 ) -> str:
     """Log `model` in the active run, register a version, set its aliases; returns the model URI."""
+    import logging
+
     from mlflow.models import infer_signature
 
+    # the flavour warns about pickles on every save: the model is ours, and pickle keeps it whole
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
     size = int(info["image_size"])
     example = np.zeros((1, 3, size, size), np.float32)
     with torch.no_grad():

@@ -273,12 +273,6 @@ def save_model(
     os.replace(tmp, path)
 
 
-def load_model(path: Path, with_size: bool = False) -> SegUNet | tuple[SegUNet, int]:
-    """The segmenter saved by `save_model`; with `with_size`, also the image size it was trained at."""
-    model, info = load_model_file(path)
-    return (model, int(info["image_size"])) if with_size else model
-
-
 def load_model_file(path: Path) -> tuple[SegUNet, dict]:
     """The segmenter saved by `save_model` and what it was saved with; anything else is a user error."""
     if not Path(path).is_file():
