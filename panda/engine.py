@@ -32,7 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from panda.compute import ComputeParams, make_accelerator
-from panda.io import pid_alive
+from panda.io import remove_dead_leftovers
 
 STATE_FILE = "panda_state.json"
 EMA_FILE = "ema.pt"
@@ -89,15 +89,6 @@ def complete_checkpoints(job_dir: Path, key: str) -> list[tuple[int, Path]]:
         if state.get("key") == key and folder.name == f"{PREFIX}{int(state['step']):08d}":
             found.append((int(state["step"]), folder))
     return sorted(found)
-
-
-def clean_leftovers(job_dir: Path) -> None:
-    """Remove half-written checkpoint folders whose writer is gone (a kill during `save_state`)."""
-    for tmp in job_dir.glob(".tmp-*"):
-        parts = tmp.name.split("-")
-        pid = int(parts[3]) if len(parts) > 3 and parts[3].isdigit() else 0
-        if not pid_alive(pid):
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _shared_token(accelerator) -> str:
@@ -178,7 +169,7 @@ def train_loop(
         if accelerator.is_main_process:
             if not spec.shared_cache:
                 _drop_other_jobs(checkpoint_dir, key)
-            clean_leftovers(job_dir)
+            remove_dead_leftovers(job_dir.glob(".tmp-*"))  # a kill during save_state
         accelerator.wait_for_everyone()
         if found := complete_checkpoints(job_dir, key):
             start, folder = found[-1]

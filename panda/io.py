@@ -8,7 +8,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +137,7 @@ def replace_dir(tmp: Path, target: Path, kind: str) -> None:
     check_replaceable(target, kind)
     (tmp / OUTPUT_MARKER).write_text(kind + "\n")
     if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        old = target.with_name(f".{target.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         os.replace(target, old)
         os.replace(tmp, target)
         shutil.rmtree(old, ignore_errors=True)
@@ -154,12 +155,19 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def remove_dead_leftovers(folders: Iterable[Path]) -> None:
+    """Remove temp folders named `...-<pid>-<random>` whose writing process no longer runs (a kill);
+    a live writer's (another run on the same workspace) stay."""
+    for folder in folders:
+        parts = folder.name.split("-")
+        pid = parts[-2] if len(parts) > 2 else ""
+        if pid.isdigit() and not pid_alive(int(pid)) and folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def clean_stale_temps(target: Path) -> None:
     """Remove temp and old folders beside `target` left by a panda process that no longer runs."""
-    for leftover in Path(target).parent.glob(f".{Path(target).name}.*-*"):
-        pid = leftover.name.rsplit(".", 1)[-1].split("-")[1] if "-" in leftover.name else ""
-        if pid.isdigit() and not pid_alive(int(pid)) and leftover.is_dir():
-            shutil.rmtree(leftover, ignore_errors=True)
+    remove_dead_leftovers(Path(target).parent.glob(f".{Path(target).name}.*-*"))
 
 
 def temp_dir_beside(target: Path) -> Path:

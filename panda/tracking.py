@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from panda.compute import is_main_process
 from panda.io import pid_alive
 
 EXP_TMP_MARKER = os.path.join(".dvc", "tmp", "exps")
@@ -311,7 +312,7 @@ def stage_run(
     (`pipeline_parent`). Under a launcher only the main process (rank 0) tracks: the others get None
     and log nothing. A stage that raises ends its run as FAILED with the error as a tag.
     """
-    if int(os.environ.get("RANK", "0")) != 0:
+    if not is_main_process():
         yield None
         return
     for key, value in QUICK_HTTP.items():
