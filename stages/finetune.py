@@ -8,7 +8,7 @@ import click
 
 from panda.data.preprocess import load_manifest
 from panda.diffusion.finetune import finetune_category, skip_finetune
-from panda.diffusion.pixel import FinetuneParams
+from panda.diffusion.params import FinetuneParams
 from panda.io import write_json
 from panda.params import section
 from panda.synth.params import SynthParams, method_counts
@@ -37,7 +37,8 @@ from stages.common import (
 def finetune(
     params_path: Path, steps: int | None, phase_b_steps: int | None, category: str | None, out_dir: Path
 ) -> None:
-    """Train the window-local denoiser on normal images, then fine-tune it on the gen_train defects."""
+    """Fine-tune the denoiser on the gen_train defects (finetune.backend: pixel trains it first on the
+    normal images; latent starts from the pretrained checkpoint finetune.pretrained)."""
     params, data, tracking = read_sections(params_path, category=category)
     ft = section(
         params, "finetune", FinetuneParams, str(params_path), steps=steps, phase_b_steps=phase_b_steps
@@ -62,7 +63,7 @@ def finetune(
             compute,
             # phase A is cached at the main repo root, keyed by its own params: shared by DVC experiments
             cache_dir=project_root() / CHECKPOINT_DIR / "finetune" / "phase_a",
-            checkpoint_dir=CHECKPOINT_DIR / "finetune" / "phase_b",
+            checkpoint_dir=CHECKPOINT_DIR / "finetune" / ("latent" if ft.backend == "latent" else "phase_b"),
             on_step=run.log_step if run else None,
         )
         if run is None:  # not the main process: it only trained

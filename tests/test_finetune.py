@@ -11,9 +11,9 @@ from diffusers import DDIMScheduler
 
 from panda.diffusion.denoiser import PixelDenoiser
 from panda.diffusion.mga import MaskGuidanceAdapter
+from panda.diffusion.params import FinetuneParams
 from panda.diffusion.phase_b import MAX_TILES, crop_box, defect_windows, native_tiles, pma_mask, train_phase_b
 from panda.diffusion.pixel import (
-    FinetuneParams,
     as_model_channels,
     build_scheduler,
     build_unet,

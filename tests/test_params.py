@@ -10,7 +10,7 @@ import yaml
 
 from panda.compute import ComputeParams
 from panda.data.preprocess import PreprocessParams
-from panda.diffusion.pixel import FinetuneParams
+from panda.diffusion.params import FinetuneParams
 from panda.errors import PandaError
 from panda.evaluate import EvalParams
 from panda.params import SECTIONS, load_params

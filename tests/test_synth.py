@@ -172,7 +172,7 @@ def test_mix_makes_its_share_of_each_types_pairs(workdir):
 
 
 def test_window_modes_are_checked_by_key():
-    from panda.diffusion.pixel import FinetuneParams
+    from panda.diffusion.params import FinetuneParams
     from panda.errors import PandaError
     from panda.synth.params import SynthParams
 

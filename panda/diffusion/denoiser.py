@@ -1,9 +1,9 @@
 """The denoiser behind PANDA's sampler: base noise predictor + defect embedding + the two adapters.
 
 The sampler only calls `Denoiser.aware(...)`, `Denoiser.only(...)` and, with guidance,
-`Denoiser.normal(...)`, so another backend (a latent diffusers LDM / Stable Diffusion on GPU) plugs in
-by implementing the same three methods plus `encode`/`decode` (pixel space: identity, or RGB <-> gray
-when the dataset is grayscale).
+`Denoiser.normal(...)`, so the latent backend (`latent.py`: a pretrained LDM / Stable Diffusion)
+plugs in by implementing the same three methods plus `encode`/`decode` (pixel space: identity, or
+RGB <-> gray when the dataset is grayscale). `load_denoiser` reads either from a finetune output.
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ class Denoiser(Protocol):
 class PixelDenoiser(nn.Module):
     """UNet2DModel whose class embedding carries the defect type (row 0 = normal, used in phase A)."""
 
+    paste_margin = 0  # the sampled pixels are pasted under the mask exactly
+
     def __init__(
         self,
         unet: UNet2DModel,
@@ -63,6 +65,20 @@ class PixelDenoiser(nn.Module):
         channels = unet.config.out_channels
         self.adapter_aware = MaskGuidanceAdapter(channels, mga_widths)
         self.adapter_only = MaskGuidanceAdapter(channels, mga_widths)
+
+    @property
+    def window(self) -> int:
+        """The side of the windows it was trained on."""
+        return int(self.unet.config.sample_size)
+
+    @property
+    def native_step(self) -> int:
+        """Window sides must divide by this: a UNet with n levels halves the side n - 1 times."""
+        return 2 ** (len(self.unet.config.block_out_channels) - 1)
+
+    def model_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """The sampler works at the window's own resolution: the mask as it is."""
+        return mask
 
     def base(self, x: torch.Tensor, t: torch.Tensor, defect: torch.Tensor) -> torch.Tensor:
         return self.unet(x, t, class_labels=defect).sample
@@ -124,3 +140,13 @@ class PixelDenoiser(nn.Module):
         model.adapter_aware.load_state_dict(state["aware"])
         model.adapter_only.load_state_dict(state["only"])
         return model.eval()
+
+
+def load_denoiser(model_dir: Path) -> nn.Module:
+    """The denoiser `panda finetune` wrote to `model_dir`, of whichever backend (panda.json says)."""
+    meta = json.loads((Path(model_dir) / "panda.json").read_text())
+    if meta.get("backend", "pixel") == "latent":
+        from panda.diffusion.latent import LatentDenoiser  # needs transformers: only for this backend
+
+        return LatentDenoiser.load(Path(model_dir))
+    return PixelDenoiser.load(Path(model_dir))

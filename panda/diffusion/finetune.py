@@ -1,8 +1,9 @@
-"""Fine-tune the pixel backend on one category: phase A on normal windows, then phase B on gen_train.
+"""Fine-tune the denoiser on one category: `finetune_category` is what `panda finetune` runs.
 
-`finetune_category` is what `panda finetune` runs; a notebook calls it the same way. Phase A is
-cached under `cache_dir` by its own job key (DVC experiments share it); phase B resumes from
-`checkpoint_dir`.
+Pixel backend: phase A on normal windows, then phase B on gen_train. Phase A is cached under
+`cache_dir` by its own job key (DVC experiments share it); phase B resumes from `checkpoint_dir`.
+Latent backend (`finetune.backend: latent`): `latent_finetune.finetune_latent`, resuming from
+`checkpoint_dir` too. A notebook calls it the same way.
 """
 
 from __future__ import annotations
@@ -10,17 +11,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from panda.compute import ComputeParams
 from panda.data.preprocess import category_rows, normal_train_rows
 from panda.diffusion.denoiser import PixelDenoiser
+from panda.diffusion.params import FinetuneParams
 from panda.diffusion.phase_b import PhaseBResult, defect_windows, train_phase_b
-from panda.diffusion.pixel import FinetuneParams, PhaseAResult, as_model_channels, train_phase_a
+from panda.diffusion.pixel import PhaseAResult, as_model_channels, train_phase_a
 from panda.diffusion.window_modes import describe, type_window_modes
 from panda.io import atomic_dir, read_image
 from panda.segment.data import load_pairs
+
+if TYPE_CHECKING:
+    from panda.diffusion.latent_finetune import LatentFinetuneResult
 
 
 @dataclass
@@ -76,8 +82,13 @@ def finetune_category(
     cache_dir: Path | None = None,
     checkpoint_dir: Path | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
-) -> FinetuneResult:
-    """Phase A then phase B for `category`; returns the fine-tuned denoiser (on the compute device)."""
+) -> FinetuneResult | LatentFinetuneResult:
+    """Phase A then phase B for `category` (or the latent backend's fine-tuning); returns the
+    fine-tuned denoiser (on the compute device)."""
+    if params.backend == "latent":
+        from panda.diffusion.latent_finetune import finetune_latent  # transformers: this backend only
+
+        return finetune_latent(manifest, processed_dir, category, params, compute, checkpoint_dir, on_step)
     rows = category_rows(manifest, category)
     images, _ = load_pairs(processed_dir, normal_train_rows(rows))
     gen = rows[rows["split"] == "gen_train"].sort_values("image_path")

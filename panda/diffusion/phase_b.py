@@ -106,14 +106,15 @@ def pma_mask(mask: torch.Tensor, t: torch.Tensor, num_train_timesteps: int, tau:
 
 class PhaseBObjective(nn.Module):
     """Phase B's loss as a module, so DDP sees one forward per step (the denoiser's branches are
-    methods, not `forward`). Batches come in on the CPU and move to the adapters' device."""
+    methods, not `forward`). Batches come in on the CPU and move to the model's device. Both backends
+    train with it: `model` is a `PixelDenoiser` or a `LatentDenoiser` (batches of latents)."""
 
-    def __init__(self, model: PixelDenoiser, scheduler: DDPMScheduler, tau: float) -> None:
+    def __init__(self, model: nn.Module, scheduler: DDPMScheduler, tau: float) -> None:
         super().__init__()
         self.model, self.scheduler, self.tau = model, scheduler, tau
 
     def forward(self, batch: DefectWindows, gen: torch.Generator) -> torch.Tensor:
-        device = self.model.adapter_aware.head.weight.device
+        device = next(self.model.parameters()).device
         z0, mask, c = batch.images, batch.masks, batch.defect_ids
         big_t = self.scheduler.config.num_train_timesteps
         t = torch.randint(0, big_t, (len(z0),), generator=gen)

@@ -10,7 +10,7 @@ resolution and make the cost follow the window size, not the image size.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -18,51 +18,10 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
 
 from panda.compute import ComputeParams
+from panda.diffusion.params import FinetuneParams
 from panda.engine import LoopSpec, train_loop
 from panda.errors import PandaError
 from panda.io import job_key
-
-# how phase B cuts windows larger than `window` (phase_b.py); auto: per defect type (window_modes.py)
-WINDOW_MODES = ("resize", "native", "auto")
-
-
-@dataclass
-class FinetuneParams:
-    steps: int = 400
-    window: int = 32
-    block_channels: list[int] = field(default_factory=lambda: [16, 32, 64])
-    batch_size: int = 16
-    lr: float = 1e-3
-    train_timesteps: int = 1000
-    checkpoint_every: int = 50
-    ema_decay: float = 0.999  # weights used for sampling are an EMA (diffusers' EMAModel); 0 = off
-    seed: int = 0
-    # phase B (method.md section 2): defect embedding + two Mask Guidance Adapters on gen_train defects
-    phase_b_steps: int = 300
-    phase_b_lr: float = 2e-3
-    mga_channels: list[int] = field(default_factory=lambda: [16, 32, 64, 32, 16])
-    pma_tau: float = 0.2
-    window_mode: str = "auto"  # phase B windows: resize to `window`, native-resolution tiles, or per type
-    min_width: float = 1.0  # auto: native for types whose strokes a resize would make thinner (px)
-
-    def validate(self) -> None:
-        if self.phase_b_steps < 0 or not 0 <= self.pma_tau < 1:
-            raise PandaError("finetune.phase_b_steps must be >= 0 and finetune.pma_tau in [0, 1)")
-        if self.window % 2 ** (len(self.block_channels) - 1):
-            raise PandaError(
-                f"finetune.window = {self.window} must be divisible by {2 ** (len(self.block_channels) - 1)}"
-            )
-        if self.steps < 1:
-            raise PandaError("finetune.steps must be >= 1")
-        if self.window_mode not in WINDOW_MODES:
-            raise PandaError(
-                f"finetune.window_mode = '{self.window_mode}': use one of {', '.join(WINDOW_MODES)}"
-            )
-        if self.min_width < 0:
-            raise PandaError(f"finetune.min_width = {self.min_width} must be >= 0 (px)")
-        if not 0 <= self.ema_decay < 1:
-            raise PandaError("finetune.ema_decay must lie in [0, 1) (0 = no EMA)")
-
 
 PHASE_A_FIELDS = (
     "window",

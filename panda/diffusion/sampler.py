@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler
 
 from panda.diffusion.denoiser import Denoiser
@@ -156,7 +157,8 @@ def phased_sample(
                 }
             )
     out = denoiser.decode(x)
-    if not inject:
+    if not inject:  # a latent model's mask is at latent size: its pixels' nearest cell
+        mask = F.interpolate(mask, size=out.shape[-2:], mode="nearest")
         out = mask * out + (1 - mask) * background
     return out
 

@@ -3,6 +3,10 @@
 For each target mask, a square window around it (as in phase B: side max(window, 1.25 x bbox)) is
 cut from a normal image, sampled with `phased_sample` and pasted under the mask only, so every pixel
 outside the mask is the original background. Images are processed in batches of `batch_size`.
+Either backend's denoiser (`load_denoiser`): the pixel one samples the window itself; the latent one
+samples its VAE latents, the mask area-resized to them, and decodes at the end. Decoding is not exact,
+so the decoded window is pasted over the mask dilated by `paste_margin` image px; every other pixel stays
+the real background: the label stays pixel-aligned (*ours*; the reference keeps the decoded image).
 
 `window_mode` says how a window larger than the denoiser's training side is handled (`auto`, the
 default: each defect type as phase B cut its windows, `finetune.window_mode`, recorded with the
@@ -23,8 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from scipy import ndimage
 
-from panda.diffusion.denoiser import PixelDenoiser
+from panda.diffusion.denoiser import load_denoiser
 from panda.diffusion.phase_b import crop_box
 from panda.diffusion.sampler import SamplerConfig, make_scheduler, phased_sample
 
@@ -52,19 +57,19 @@ class DiffusionSynthesizer:
         mixed_precision: str = "no",
     ) -> None:
         self.device = torch.device(device)
-        self.model = PixelDenoiser.load(Path(model_dir)).to(self.device)
+        self.model = load_denoiser(Path(model_dir)).to(self.device)
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mixed_precision)
         self.config = config
         self.scheduler = make_scheduler(Path(model_dir) / "scheduler", config.sampler, config.steps)
-        self.window = int(self.model.unet.config.sample_size)
+        self.window = self.model.window
         self.window_modes = (
             self.model.window_modes
             if window_mode == "auto"
             else {t: window_mode for t in self.model.defect_types}
         )
-        # a UNet with n levels halves the side n - 1 times: native sides must divide evenly
-        self.native_step = max(NATIVE_STEP, 2 ** (len(self.model.unet.config.block_out_channels) - 1))
+        self.native_step = max(NATIVE_STEP, self.model.native_step)
         self.generator = torch.Generator().manual_seed(seed)
+        self.margin = int(self.model.paste_margin)
 
     def prepare(
         self, images: list[np.ndarray], masks: list[np.ndarray], defect_type: str, size: int | None = None
@@ -100,6 +105,7 @@ class DiffusionSynthesizer:
         background, target, defect = (
             v.to(self.device) for v in self.prepare(images, masks, defect_type, size)
         )
+        target = self.model.model_mask(target)
         boxes = [crop_box(mask, size or self.window) for mask in masks]
         dtype = self.autocast_dtype
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
@@ -118,6 +124,8 @@ class DiffusionSynthesizer:
             edited = image.copy()
             region = edited[top : top + side, left : left + side]
             inside = mask[top : top + side, left : left + side]
+            if self.margin:
+                inside = ndimage.binary_dilation(inside, iterations=self.margin)
             region[inside] = patch[inside]
             results.append(edited)
         return results
