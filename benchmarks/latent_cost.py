@@ -25,8 +25,6 @@ from pathlib import Path
 import click
 import numpy as np
 import torch
-import yaml
-from click.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -38,24 +36,7 @@ from panda.diffusion.params import FinetuneParams  # noqa: E402
 from panda.diffusion.random_pipeline import save_random_pipeline  # noqa: E402
 from panda.diffusion.sampler import SamplerConfig  # noqa: E402
 from panda.synth.diffusion import DiffusionSynthesizer  # noqa: E402
-from stages.cli import cli  # noqa: E402
-from tests.conftest import TINY  # noqa: E402
-
-
-def demo_data(root: Path) -> Path:
-    """The demo dataset preprocessed at 64 px (the project default) under `root`."""
-    params = yaml.safe_load(yaml.safe_dump(TINY))
-    params["preprocess"]["image_size"] = 64
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    here = Path.cwd()
-    os.chdir(root)
-    try:
-        for stage in ("download", "preprocess"):
-            result = CliRunner().invoke(cli, [stage], catch_exceptions=False)
-            assert result.exit_code == 0, result.output
-    finally:
-        os.chdir(here)
-    return root / "data" / "processed"
+from tests.conftest import preprocessed_demo  # noqa: E402
 
 
 def peak_mib(device: str) -> float:
@@ -141,7 +122,7 @@ def main(sizes: tuple[str, ...], device: str, precision: str, sample_steps: int,
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        processed = demo_data(work)
+        processed = preprocessed_demo(work, image_size=64)  # the project default
         for size in sizes:
             steps, images = plan[size]
             row = measure(size, steps, images, sample_steps, work, processed, compute)

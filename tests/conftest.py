@@ -54,6 +54,26 @@ TINY = {
 }
 
 
+def preprocessed_demo(root: Path, image_size: int = 32) -> Path:
+    """`panda download` and `panda preprocess` of the demo in `root`; returns its data/processed."""
+    from click.testing import CliRunner
+
+    from stages.cli import cli
+
+    params = yaml.safe_load(yaml.safe_dump(TINY))
+    params["preprocess"]["image_size"] = image_size
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    here = Path.cwd()
+    os.chdir(root)
+    try:
+        for stage in ("download", "preprocess"):
+            result = CliRunner().invoke(cli, [stage], catch_exceptions=False)
+            assert result.exit_code == 0, result.output
+    finally:
+        os.chdir(here)
+    return root / "data" / "processed"
+
+
 @pytest.fixture
 def tiny_params() -> dict:
     """A deep copy of the tiny configuration (every stage runs in seconds)."""

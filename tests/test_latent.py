@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from click.testing import CliRunner
 
 from panda.data.preprocess import load_manifest
 from panda.diffusion import tokens
@@ -27,8 +26,7 @@ from panda.diffusion.random_pipeline import save_random_pipeline
 from panda.diffusion.sampler import SamplerConfig
 from panda.errors import PandaError
 from panda.synth.diffusion import DiffusionSynthesizer
-from stages.cli import cli
-from tests.conftest import ROOT, TINY
+from tests.conftest import ROOT, preprocessed_demo
 
 PARAMS = FinetuneParams(
     backend="latent", resolution=64, latent_steps=4, latent_batch_size=2, latent_mga_channels=[8, 8],
@@ -49,17 +47,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Path:
     """The demo dataset, preprocessed at 32 px (data/processed under the returned folder)."""
-    root = tmp_path_factory.mktemp("demo")
-    (root / "params.yaml").write_text(yaml.safe_dump(TINY))
-    here = Path.cwd()
-    os.chdir(root)
-    try:
-        for stage in ("download", "preprocess"):
-            result = CliRunner().invoke(cli, [stage], catch_exceptions=False)
-            assert result.exit_code == 0, result.output
-    finally:
-        os.chdir(here)
-    return root / "data" / "processed"
+    return preprocessed_demo(tmp_path_factory.mktemp("demo"))
 
 
 def _finetune(model: Path, demo: Path, checkpoints: Path | None = None, stop_after: int | None = None):
@@ -170,6 +158,15 @@ def test_latent_sampler_one_unet_call_per_step_and_background_kept(models, demo,
         assert not np.array_equal(edited[mask], image[mask])
     again = synth.batch(images, masks, "hole", torch.Generator().manual_seed(0))
     assert all(np.array_equal(a, b) for a, b in zip(out, again, strict=True))
+    guided = DiffusionSynthesizer(tmp_path / "diffusion", dataclasses.replace(config, guidance_scale=3.0), 0)
+    prompts = []
+    guided.model.parts.text_encoder.register_forward_hook(lambda _m, args, _o: prompts.append(args[0]))
+    guided.model.parts.unet.register_forward_hook(lambda *_: calls.append(1))
+    calls.clear()
+    guided.batch(images, masks, "hole", torch.Generator().manual_seed(0))
+    assert len(calls) == 2 * config.steps  # classifier-free guidance: the empty prompt as well
+    empty = tokens.token_ids(guided.model.parts.tokenizer, "")
+    assert any(torch.equal(p.cpu(), empty) for p in prompts) and len(prompts) == 2  # each encoded once
 
 
 def test_latent_mask_is_thresholded_and_keeps_thin_targets():

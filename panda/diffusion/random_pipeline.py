@@ -130,6 +130,7 @@ def save_random_pipeline(
         beta_schedule="scaled_linear",
         clip_sample=False,
         set_alpha_to_one=False,
+        steps_offset=1,
     )
     if kind == "sd":
         from diffusers import StableDiffusionPipeline
