@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from panda.data.download import fetch_dataset
-from panda.tracking import stage_run
+from panda.data.download import fetch_dataset, rooted_source
+from panda.tracking import project_root, stage_run
 from stages.common import RAW_DIR, params_option, read_sections, tags, user_errors
 
 
@@ -20,6 +20,8 @@ from stages.common import RAW_DIR, params_option, read_sections, tags, user_erro
 def download(params_path: Path, dataset: str | None, source: str | None, out_dir: Path) -> None:
     """Download (or generate, for demo) the dataset, verify it and extract it safely."""
     params, data, tracking = read_sections(params_path, dataset=dataset, source=source)
+    if source is None:  # from params.yaml: relative to the repo root (--source: to where you are)
+        data.source = rooted_source(data.source, project_root())
     cache = Path(data.cache_dir).expanduser() if data.cache_dir else None
     with stage_run(
         "download", tracking.experiment, {"data": vars(data)}, tags(data, False), all_params=params

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from panda.data import registry
-from panda.data.download import fetch_dataset
+from panda.data.download import fetch_dataset, rooted_source
 from panda.data.extract import extract
 from panda.data.fetch import download
 from panda.data.layouts import scan
@@ -165,3 +165,17 @@ def test_local_folder_and_archive_sources(tmp_path):
         fetch_dataset("mvtec", tmp_path / "raw3", source=str(src))
     with pytest.raises(PandaError, match="no such file"):
         fetch_dataset("mtd", tmp_path / "raw4", source=str(tmp_path / "missing"))
+
+
+def test_a_relative_source_in_params_is_under_the_repo_root_also_from_an_experiment_copy(tmp_path):
+    from panda.tracking import project_root
+
+    repo = tmp_path / "repo"
+    copy = repo / ".dvc" / "tmp" / "exps" / "tmpabc123"  # where `dvc exp run --temp` runs a stage
+    copy.mkdir(parents=True)
+    (repo / "dvc.yaml").write_text("stages: {}\n")
+    shared = "../shared/data/mvtec-ad"
+    assert rooted_source(shared, project_root(copy)) == str(repo / shared)
+    assert rooted_source("/data/mtd", repo) == "/data/mtd"
+    assert rooted_source("https://example.org/a.tar.xz", repo) == "https://example.org/a.tar.xz"
+    assert rooted_source(None, repo) is None

@@ -37,6 +37,14 @@ def _is_url(source: str) -> bool:
     return source.startswith(("http://", "https://", "file://"))
 
 
+def rooted_source(source: str | None, root: Path) -> str | None:
+    """A relative local `data.source` from params.yaml names a path under the repo root `root`, also
+    when a stage runs in a DVC experiment's temporary copy (`dvc exp run --temp`, queues)."""
+    if source is None or _is_url(source) or Path(source).expanduser().is_absolute():
+        return source
+    return str(root / source)
+
+
 def _bmp_to_png(root: Path) -> int:
     """BTAD ships .bmp images; the rest of panda expects lossless .png."""
     bmps = sorted(root.rglob("*.bmp"))
