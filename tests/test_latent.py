@@ -184,7 +184,7 @@ def test_refuses_checkpoints_it_cannot_use(models, tmp_path):
     with pytest.raises(PandaError, match="finetune.pretrained = './missing': no such folder"):
         load_pretrained("./missing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(PandaError, match="not a diffusers pipeline folder"):
+    with pytest.raises(PandaError, match="is not a diffusers pipeline"):
         load_pretrained(str(tmp_path / "empty"))
     vmodel = tmp_path / "v"
     shutil.copytree(models["sd"], vmodel)

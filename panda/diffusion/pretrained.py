@@ -13,13 +13,13 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from panda.errors import PandaError
+from panda.hub import locate
 
 ROLES = {"vae": ("vae", "vqvae"), "text_encoder": ("text_encoder", "bert")}
 NOT_NEEDED = ("safety_checker", "feature_extractor", "image_encoder")
@@ -53,36 +53,9 @@ class PretrainedParts:
         return next(self.unet.parameters()).device
 
 
-def _looks_like_path(pretrained: str) -> bool:
-    """A hub id is `owner/name`; anything else that is not a folder here was meant as a folder."""
-    return pretrained.startswith((".", "/", "~")) or pretrained.count("/") != 1
-
-
 def _reason(exc: Exception) -> str:
     text = str(exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:200]
-
-
-def _require_hub(pretrained: str) -> None:
-    """One connection attempt to the hub before downloading, so an offline machine gets one clear line
-    instead of the hub client's retries."""
-    import socket
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
-    url = urlparse(constants.ENDPOINT)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((url.hostname, port), timeout=5).close()
-    except OSError:
-        raise PandaError(
-            f"finetune.pretrained = '{pretrained}' is not in the Hugging Face cache "
-            f"({constants.HF_HUB_CACHE}) "
-            f"and the hub ({constants.ENDPOINT}) cannot be reached. Download it where the hub is reachable "
-            f"(`hf download {pretrained} --local-dir <folder>`), copy the folder here and set "
-            "finetune.pretrained to it (or point HF_HOME at a cache that holds it)"
-        ) from None
 
 
 @contextmanager
@@ -108,30 +81,16 @@ def load_pretrained(pretrained: str) -> PretrainedParts:
     # diffusers' own call into the hub client, not the user's to fix
     warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
     failures = (OSError, ValueError, HfHubHTTPError)
-    local = Path(pretrained).expanduser().is_dir()
-    if not local and _looks_like_path(pretrained):
-        raise PandaError(
-            f"finetune.pretrained = '{pretrained}': no such folder; give a diffusers pipeline folder "
-            "(with model_index.json) or a hub id such as CompVis/ldm-text2im-large-256"
-        )
-    source = str(Path(pretrained).expanduser()) if local else pretrained
-    cached = True
+    source, cached = locate("finetune.pretrained", pretrained, "model_index.json")
     try:
-        index = DiffusionPipeline.load_config(source, local_files_only=True)
+        index = DiffusionPipeline.load_config(source, local_files_only=cached)
     except failures as exc:
-        if local:
+        if cached:
             raise PandaError(
-                f"finetune.pretrained = '{pretrained}' is not a diffusers pipeline folder ({_reason(exc)}); "
-                "save one with `pipeline.save_pretrained(folder)`"
+                f"finetune.pretrained = '{pretrained}' is not a diffusers pipeline ({_reason(exc)}); "
+                "give a folder written by `pipeline.save_pretrained(folder)` or a pipeline's hub id"
             ) from None
-        cached = False
-        _require_hub(pretrained)
-        try:
-            index = DiffusionPipeline.load_config(source)
-        except failures as exc:
-            raise PandaError(
-                f"finetune.pretrained = '{pretrained}' could not be fetched: {_reason(exc)}"
-            ) from None
+        raise PandaError(f"finetune.pretrained = '{pretrained}': not fetched ({_reason(exc)})") from None
     try:
         with _quiet_transformers():
             pipeline = DiffusionPipeline.from_pretrained(

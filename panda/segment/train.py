@@ -22,6 +22,7 @@ from panda.engine import LoopSpec, train_loop
 from panda.errors import PandaError
 from panda.io import job_key
 from panda.segment.data import normalize
+from panda.segment.models import MODELS, architecture, build_segmenter, rebuild
 from panda.segment.pretext import PretextParams, pretrain_restoration
 from panda.segment.schedule import warmup_cosine
 from panda.segment.unet import SegUNet, count_parameters
@@ -40,6 +41,8 @@ class TrainParams:
     defect_crop_fraction: float = 0.5  # share of defective crops centred on a defect pixel
     pretext_steps: int = 0  # start from a U-Net pretrained this long to restore normals (0 = scratch)
     seed: int = 0
+    model: str = "unet"  # unet | segformer (SegFormer-B0, the paper's; the pick for a GPU) | resnet-unet
+    pretrained: str | None = None  # segformer / resnet-unet weights (hub id or folder); None = scratch
 
     def validate(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
@@ -52,11 +55,20 @@ class TrainParams:
             raise PandaError("train.normal_fraction and train.val_fraction must lie in [0, 1)")
         if self.pretext_steps < 0:
             raise PandaError(f"train.pretext_steps = {self.pretext_steps} must be >= 0 (0 = off)")
+        if self.model not in MODELS:
+            raise PandaError(f"train.model = '{self.model}': use one of {', '.join(MODELS)}")
+        if self.model != "unet" and self.pretext_steps:
+            raise PandaError(
+                f"train.pretext_steps pretrains the U-Net; with train.model = {self.model} set it to 0 "
+                "(or start from pretrained weights, train.pretrained)"
+            )
+        if self.model == "unet" and self.pretrained is not None:
+            raise PandaError("train.pretrained is for segformer / resnet-unet (U-Net: train.pretext_steps)")
 
 
 @dataclass
 class TrainResult:
-    model: SegUNet
+    model: nn.Module
     steps_done: int
     resumed_from: int
     final_loss: float
@@ -155,7 +167,7 @@ def lr_at(step: int, params: TrainParams) -> float:
 
 
 @torch.no_grad()
-def _validate(model: SegUNet, x: torch.Tensor, y: torch.Tensor, batch: int = 32) -> tuple[float, float]:
+def _validate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 32) -> tuple[float, float]:
     if not len(x):
         return float("nan"), float("nan")
     was_training = model.training
@@ -212,7 +224,7 @@ def train_segmenter(
 
     in_channels = x_norm.shape[1] if len(x_norm) else x_syn.shape[1]
     if init is None:
-        model = SegUNet(in_channels=in_channels, base_channels=params.base_channels)
+        model = build_segmenter(params.model, in_channels, params.base_channels, params.pretrained)
     elif (init.head.in_channels, init.downs[0][0].in_channels) != (params.base_channels, in_channels):
         raise PandaError(
             f"init U-Net has base_channels={init.head.in_channels}, {init.downs[0][0].in_channels} input "
@@ -221,7 +233,8 @@ def train_segmenter(
     else:
         model = copy.deepcopy(init).cpu()
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=1e-4)
-    key = job_key(asdict(params), x_norm, x_syn, *(init.state_dict().values() if init else ()))
+    start = init or (model if params.pretrained else None)  # pretrained weights are part of the job
+    key = job_key(asdict(params), x_norm, x_syn, *(start.state_dict().values() if start else ()))
 
     def loss_fn(module: nn.Module, gen: torch.Generator, device: torch.device) -> torch.Tensor:
         i_norm, i_syn = _batch(params, len(x_norm), len(x_syn), gen)
@@ -254,17 +267,16 @@ def train_segmenter(
 
 
 def save_model(
-    model: SegUNet, params: TrainParams, path: Path, image_size: int, normal_stats: dict | None = None
+    model: nn.Module, params: TrainParams, path: Path, image_size: int, normal_stats: dict | None = None
 ) -> None:
-    """Weights plus what is needed to rebuild and feed the model (width, channels, training size) and
-    the training normals' statistics (`panda.segment.ood`)."""
+    """Weights plus what is needed to rebuild and feed the model (architecture, channels, training
+    size) and the training normals' statistics (`panda.segment.ood`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     torch.save(
         {
             "state_dict": model.state_dict(),
-            "base_channels": params.base_channels,
-            "in_channels": model.downs[0][0].in_channels,
+            **architecture(model),
             "image_size": image_size,
             "normal_stats": normal_stats or {},
         },
@@ -273,13 +285,13 @@ def save_model(
     os.replace(tmp, path)
 
 
-def load_model_file(path: Path) -> tuple[SegUNet, dict]:
+def load_model_file(path: Path) -> tuple[nn.Module, dict]:
     """The segmenter saved by `save_model` and what it was saved with; anything else is a user error."""
     if not Path(path).is_file():
         raise PandaError(f"model not found: {path}; run `panda train` first or pass --model")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        model = SegUNet(in_channels=state["in_channels"], base_channels=state["base_channels"])
+        model = rebuild(state)
         model.load_state_dict(state["state_dict"])
     except Exception as exc:  # random bytes, another framework's file, a truncated save: all unreadable
         raise PandaError(f"{path} is not a panda segmenter checkpoint ({exc.__class__.__name__})") from None
