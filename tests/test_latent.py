@@ -89,8 +89,9 @@ def test_only_the_tokens_and_adapters_train(models, demo, kind):
     assert all(not p.requires_grad for p in model.parameters())
 
 
-def test_prompt_holds_the_four_placeholder_ids(models):
-    parts = load_pretrained(str(models["sd"]))
+@pytest.mark.parametrize("kind", ["sd", "ldm"])  # CLIP's BPE and LDM's BERT word pieces
+def test_prompt_holds_the_four_placeholder_ids(models, kind):
+    parts = load_pretrained(str(models[kind]))
     init = {t: torch.zeros(tokens.VECTORS, 32) for t in ("crack", "broken_large")}
     model = LatentDenoiser(parts, ["broken_large", "crack"], [8], 64, init)
     first = len(parts.tokenizer) - 2 * tokens.VECTORS

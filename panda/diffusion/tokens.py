@@ -43,9 +43,9 @@ def prompt(defect_type: str, vectors: int = VECTORS) -> str:
 
 
 def word_id(tokenizer: Any, word: str) -> int | None:
-    """The id of `word` when the tokenizer has it as one token, else None."""
+    """The id of `word` when the tokenizer has it as one token (not the unknown token), else None."""
     ids = tokenizer.encode(word, add_special_tokens=False)
-    return ids[0] if len(ids) == 1 else None
+    return ids[0] if len(ids) == 1 and ids[0] != tokenizer.unk_token_id else None
 
 
 def init_word(tokenizer: Any, defect_type: str, chosen: str | None) -> str:
