@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from panda.errors import PandaError
@@ -52,3 +53,16 @@ def locate(key: str, name: str, marker: str) -> tuple[str, bool]:
         return name, True
     require_hub(key, name)
     return name, False
+
+
+def load_transformers_model(key: str, name: str, cls: Any, example: str, **kwargs: Any) -> Any:
+    """`cls.from_pretrained(name, **kwargs)` for the model `key` names, from the cache when it is there;
+    a checkpoint of another kind is one line naming the key and a hub id that fits (`example`)."""
+    source, cached = locate(key, name, "config.json")
+    try:
+        return cls.from_pretrained(source, local_files_only=cached, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise PandaError(
+            f"{key} = '{name}' is not a checkpoint {cls.__name__} can load ({type(exc).__name__}); give "
+            f"a hub id such as {example} or a folder written by `save_pretrained`"
+        ) from None

@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from panda.errors import PandaError
-from panda.hub import locate
+from panda.hub import load_transformers_model
 from panda.segment.unet import _block
 
 RESNET18 = {
@@ -43,16 +42,9 @@ class EncoderUNet(nn.Module):
                 ResNetConfig(**{**RESNET18, **(config or {}), "out_features": FEATURES})
             )
         else:
-            source, cached = locate("train.pretrained", pretrained, "config.json")
-            try:
-                self.encoder = ResNetBackbone.from_pretrained(
-                    source, out_features=FEATURES, local_files_only=cached
-                )
-            except (OSError, ValueError) as exc:
-                raise PandaError(
-                    f"train.pretrained = '{pretrained}' is not a ResNet checkpoint ({type(exc).__name__}); "
-                    "give a hub id such as microsoft/resnet-18 or a folder written by `save_pretrained`"
-                ) from None
+            self.encoder = load_transformers_model(
+                "train.pretrained", pretrained, ResNetBackbone, "microsoft/resnet-18", out_features=FEATURES
+            )
         widths = list(self.encoder.channels)
         self.merges = nn.ModuleList(_block(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(3)))
         self.refine = _block(widths[0] + 3, REFINE)

@@ -15,8 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from panda.errors import PandaError
-from panda.hub import locate
+from panda.hub import load_transformers_model
 
 
 class SegFormer(nn.Module):
@@ -31,17 +30,10 @@ class SegFormer(nn.Module):
             config = SegformerConfig(**{**(config or {}), "num_labels": 1})
             self.net = SegformerForSemanticSegmentation(config)
             return
-        source, cached = locate("train.pretrained", pretrained, "config.json")
-        try:
-            self.net = SegformerForSemanticSegmentation.from_pretrained(
-                source, num_labels=1, ignore_mismatched_sizes=True, local_files_only=cached
-            )
-        except (OSError, ValueError) as exc:
-            raise PandaError(
-                f"train.pretrained = '{pretrained}' is not a SegFormer / MiT checkpoint "
-                f"({type(exc).__name__}); "
-                "give a hub id such as nvidia/mit-b0 or a folder written by `save_pretrained`"
-            ) from None
+        self.net = load_transformers_model(
+            "train.pretrained", pretrained, SegformerForSemanticSegmentation, "nvidia/mit-b0",
+            num_labels=1, ignore_mismatched_sizes=True,
+        )  # fmt: skip
 
     @property
     def config(self) -> dict[str, Any]:
