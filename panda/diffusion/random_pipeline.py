@@ -137,8 +137,9 @@ def save_random_pipeline(
         from transformers import CLIPTextConfig, CLIPTextModel
 
         layers = 12 if big else 2
+        tokenizer = _clip_tokenizer(words)
         config = CLIPTextConfig(
-            vocab_size=49408 if big else len(_clip_tokenizer(words)),
+            vocab_size=49408 if big else len(tokenizer),
             hidden_size=cross_dim,
             intermediate_size=4 * cross_dim,
             num_hidden_layers=layers,
@@ -151,7 +152,7 @@ def save_random_pipeline(
         pipeline = StableDiffusionPipeline(
             vae=vae,
             text_encoder=CLIPTextModel(config),
-            tokenizer=_clip_tokenizer(words),
+            tokenizer=tokenizer,
             unet=unet,
             scheduler=scheduler,
             safety_checker=None,

@@ -91,7 +91,9 @@ class PlaceholderEmbedding(nn.Module):
         self.vectors = nn.ParameterList(vectors)
 
     @property
-    def weight(self) -> torch.Tensor:  # some text encoders read the table's dtype and device from it
+    def weight(self) -> torch.Tensor:
+        """The pretrained rows, as `get_input_embeddings().weight` reads them (e.g. to initialise
+        tokens again on a text encoder that already holds placeholders)."""
         return self.base.weight
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,8 @@ REFINE = 16  # channels of the full-resolution refinement
 
 
 class EncoderUNet(nn.Module):
+    name = "resnet-unet"  # its `train.model`
+
     def __init__(
         self, in_channels: int = 3, config: dict[str, Any] | None = None, pretrained: str | None = None
     ) -> None:

@@ -40,8 +40,7 @@ def architecture(model: nn.Module) -> dict[str, Any]:
     if isinstance(model, SegUNet):
         channels = model.downs[0][0].in_channels
         return {"model": "unet", "in_channels": channels, "base_channels": model.head.in_channels}
-    name = "segformer" if type(model).__name__ == "SegFormer" else "resnet-unet"
-    return {"model": name, "in_channels": model.in_channels, "config": model.config}
+    return {"model": model.name, "in_channels": model.in_channels, "config": model.config}
 
 
 def rebuild(info: dict[str, Any]) -> nn.Module:

@@ -19,6 +19,8 @@ from panda.hub import load_transformers_model
 
 
 class SegFormer(nn.Module):
+    name = "segformer"  # its `train.model`
+
     def __init__(
         self, in_channels: int = 3, config: dict[str, Any] | None = None, pretrained: str | None = None
     ) -> None:
