@@ -258,3 +258,35 @@ def test_guidance_costs_one_normal_call_per_step_and_none_at_scale_one(tmp_path,
     guided = DiffusionSynthesizer(model_dir, SamplerConfig(steps=3, pma_steps=1, guidance_scale=2.0), 0)
     guided.batch([image], [mask], "crack")
     assert calls["normal"] == 3  # scale 2: the normal reference once per step
+
+
+def test_match_contrast_gives_each_defect_its_real_examples_contrast(tmp_path):
+    from panda.synth.context import DefectContext, placement_prior
+    from panda.synth.params import SynthParams
+    from panda.synth.quality import defect_contrast
+    from panda.synth.run import batch_synthesizer
+
+    examples = []
+    for value in (30, 200):  # one dark and one bright real example on a mid-gray product
+        image = np.full((64, 64, 3), 120, np.uint8)
+        mask = np.zeros((64, 64), bool)
+        mask[20:30, 24:36] = True
+        image[mask] = value
+        examples.append((image, mask))
+    real = sorted(defect_contrast(i, m) for i, m in examples)
+    ctx = DefectContext("crack", placement_prior([m for _, m in examples], (64, 64)), examples)
+    model_dir = _saved_model(tmp_path)
+    normals = [np.random.default_rng(s).integers(100, 140, (64, 64, 3), dtype=np.uint8) for s in range(6)]
+
+    def run(match: bool) -> list:
+        params = SynthParams(n_per_defect=6, steps=2, pma_steps=1, match_contrast=match)
+        return batch_synthesizer("panda", params, model_dir)(normals, ctx, np.random.default_rng(0))
+
+    plain, matched = run(False), run(True)
+    for normal, (a, mask), (b, same_mask) in zip(normals, plain, matched, strict=True):
+        inside = mask > 0
+        assert np.array_equal(mask, same_mask) and np.array_equal(b[~inside], normal[~inside])
+        assert np.array_equal(a[~inside], b[~inside])  # only labelled pixels move
+        assert min(abs(defect_contrast(b, inside) - c) for c in real) < 1.0
+    got = {round(defect_contrast(b, m > 0)) for b, m in matched}
+    assert len(got) == 2  # both real contrasts occur: the spread is kept, not averaged away

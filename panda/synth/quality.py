@@ -30,6 +30,31 @@ def defect_contrast(image: np.ndarray, mask: np.ndarray, ring: int = 4) -> float
     return float(gray[inside].mean() - gray[around].mean())
 
 
+def match_contrast(
+    image: np.ndarray, mask: np.ndarray, target: float, ring: int = 4, rounds: int = 8
+) -> np.ndarray:
+    """`image` with the pixels under `mask` shifted so that `defect_contrast` becomes `target`.
+
+    Only labelled pixels change, so the pair stays pixel-aligned. Values clip at 0 and 255, so the
+    shift is refined for `rounds` steps (the clipped mean grows monotonically with the shift); a
+    target past white or black is approached as far as the pixels allow.
+    """
+    inside = mask.astype(bool)
+    if defect_contrast(image, inside, ring) is None:
+        return image
+    base = image.astype(np.float32)
+    shift, out = 0.0, image
+    for _ in range(rounds):
+        shifted = base.copy()
+        shifted[inside] += shift
+        out = shifted.round().clip(0, 255).astype(np.uint8)
+        error = target - defect_contrast(out, inside, ring)
+        if abs(error) < 0.25:
+            break
+        shift += error
+    return out
+
+
 def contrast_by_type(frame: pd.DataFrame, root: Path) -> dict[str, float]:
     """Mean contrast per defect type of manifest rows (image and mask paths relative to `root`)."""
     values: dict[str, list[float]] = {}

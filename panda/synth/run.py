@@ -23,6 +23,7 @@ from panda.synth.draem import draem
 from panda.synth.manifest import MANIFEST
 from panda.synth.masks import augment_mask, load_mask_folder
 from panda.synth.params import SynthParams, method_counts
+from panda.synth.quality import defect_contrast, match_contrast
 from panda.synth.real import real_paste
 
 BatchSynthesizer = Callable[[list[np.ndarray], DefectContext, np.random.Generator], list[Sample]]
@@ -59,11 +60,22 @@ def _panda(
             if not user_masks:
                 raise PandaError(f"synth.mask_dir = {params.mask_dir}: no non-empty mask images found")
         pool = user_masks or [m for _, m in ctx.examples]
-        masks = [
-            augment_mask(pool[int(rng.integers(len(pool)))], rng, symmetries=ctx.symmetries) for _ in images
-        ]
+        picks, masks = [], []
+        for _ in images:  # one draw, then its augmentation: the order the seeds were made with
+            picks.append(int(rng.integers(len(pool))))
+            masks.append(augment_mask(pool[picks[-1]], rng, symmetries=ctx.symmetries))
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         edited = synth.batch(images, masks, ctx.defect_type, generator)
+        if params.match_contrast:
+            # each defect takes the contrast of the real example its mask came from (a random one
+            # for user masks), so the set keeps the real spread of faint and strong defects
+            real = [defect_contrast(img, m) for img, m in ctx.examples]
+            if user_masks:
+                picks = [int(rng.integers(len(real))) for _ in images]
+            edited = [
+                img if real[i] is None else match_contrast(img, m, real[i])
+                for img, m, i in zip(edited, masks, picks, strict=True)
+            ]
         return [(img, m.astype(np.uint8) * 255) for img, m in zip(edited, masks, strict=True)]
 
     return run
