@@ -45,3 +45,18 @@ def grid(rows: Sequence[Sequence[np.ndarray]], path: Path, titles: Sequence[str]
             draw.text((pad + c * (w + pad) + 2, 0), title, fill=(0, 0, 0))
     save_png(np.asarray(img), path)
     return Path(path)
+
+
+def stack(panels: Sequence[tuple[str, np.ndarray]], path: Path, pad: int = 4) -> Path:
+    """Save figures one above the other, each under a line naming it (e.g. one per benchmark method)."""
+    width = max(a.shape[1] for _, a in panels)
+    height = sum(14 + a.shape[0] + pad for _, a in panels)
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    y = 0
+    for label, a in panels:
+        draw.text((2, y + 1), label, fill=(0, 0, 0))
+        canvas.paste(Image.fromarray(to_rgb(a)), (0, y + 14))
+        y += 14 + a.shape[0] + pad
+    save_png(np.asarray(canvas), path)
+    return Path(path)

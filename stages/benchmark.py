@@ -3,11 +3,13 @@
 Each (method, seed) runs as `dvc exp run --temp -n <name> -S ...`, so unchanged stages (download,
 preprocess, finetune) come from DVC's run cache, every run appears in `dvc exp show` and logs to the
 main MLflow store. Existing experiments of the same name are reused, so an interrupted benchmark
-continues where it stopped. The table goes to reports/benchmark/<dataset>.md and .json.
+continues where it stopped. The table goes to reports/benchmark/<dataset>.md and .json, each
+method's synthetic pairs beside real defects (first seed) to reports/benchmark/<dataset>-pairs.png.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 from dataclasses import fields
@@ -15,12 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 import yaml
+from PIL import Image
 
 from panda.benchmark import RunResult, aggregate, to_markdown
 from panda.errors import PandaError
+from panda.figures import stack
 from panda.io import write_json
 from stages.common import REPORTS_DIR, params_option, read_sections, user_errors
+
+
+SAMPLES = "reports/figures/synthetic_samples.png"  # drawn by the synthesize stage
 
 
 def parse_sets(items: tuple[str, ...], cls: type, noun: str) -> dict[str, Any]:
@@ -59,6 +67,11 @@ def exp_ref(name: str, repo: Path | str = ".") -> str | None:
 def _read_json(ref: str, path: str) -> dict:
     out = subprocess.run(["git", "show", f"{ref}:{path}"], capture_output=True, text=True)
     return json.loads(out.stdout) if out.returncode == 0 else {}
+
+
+def _read_png(ref: str, path: str) -> np.ndarray | None:
+    out = subprocess.run(["git", "show", f"{ref}:{path}"], capture_output=True)
+    return np.asarray(Image.open(io.BytesIO(out.stdout)).convert("RGB")) if out.returncode == 0 else None
 
 
 def read_benchmark_config(path: Path) -> tuple[str, list[int], tuple[str, ...], tuple[str, ...]]:
@@ -114,6 +127,7 @@ def benchmark(
     if config_path is not None:
         dataset, seed_list, sets, methods = read_benchmark_config(config_path)
     runs: list[RunResult] = []
+    pairs: list[tuple[str, np.ndarray]] = []  # each method's synthesis grid, first seed
     for spec in methods:
         name, method_sets = _parse_method(spec)
         for seed in seed_list:
@@ -136,6 +150,8 @@ def benchmark(
             ref = exp_ref(exp)
             if ref is None:
                 raise PandaError(f"experiment {exp} finished but its git ref was not found under refs/exps")
+            if seed == seed_list[0] and (figure := _read_png(ref, SAMPLES)) is not None:
+                pairs.append((f"{name} (seed {seed}): real gen_train defects | synthetic pairs", figure))
             metrics = _read_json(ref, "reports/metrics.json")
             metrics |= {
                 k: v for k, v in _read_json(ref, "reports/synth_metrics.json").items() if k != "method"
@@ -161,6 +177,8 @@ def benchmark(
         },
         out / f"{dataset}.json",
     )
+    if pairs:
+        stack(pairs, out / f"{dataset}-pairs.png")
     md = to_markdown(rows, f"Benchmark: {dataset}", setting)
     (out / f"{dataset}.md").write_text(md)
     click.echo(md)

@@ -23,18 +23,22 @@ def test_aggregate_mean_and_spread_per_method():
     assert "## pixel_auroc per defect type" in md and "| crack |" in md
 
 
+def _git(root, *args: str, date: str = "2026-01-01T00:00:00") -> str:
+    import subprocess
+
+    env = {"GIT_COMMITTER_DATE": date, "GIT_AUTHOR_DATE": date, "PATH": "/usr/bin:/bin"}
+    ident = ["-c", "user.name=t", "-c", "user.email=t@t"]
+    out = subprocess.run(["git", *ident, *args], cwd=root, env=env, capture_output=True, text=True)
+    return out.stdout.strip()
+
+
 def test_benchmark_reads_the_newest_experiment_of_a_name(tmp_path, monkeypatch):
     """A rerun on a later commit is filed under another baseline; its ref may sort first by name."""
-    import subprocess
+    from functools import partial
 
     from stages.benchmark import exp_ref
 
-    def git(*args: str, date: str = "2026-01-01T00:00:00") -> str:
-        env = {"GIT_COMMITTER_DATE": date, "GIT_AUTHOR_DATE": date, "PATH": "/usr/bin:/bin"}
-        ident = ["-c", "user.name=t", "-c", "user.email=t@t"]
-        out = subprocess.run(["git", *ident, *args], cwd=tmp_path, env=env, capture_output=True, text=True)
-        return out.stdout.strip()
-
+    git = partial(_git, tmp_path)
     git("init", "-q")
     git("commit", "-q", "--allow-empty", "-m", "old", "--no-gpg-sign")
     old = git("rev-parse", "HEAD")
@@ -76,3 +80,39 @@ def test_the_validation_split_is_gen_train_defects_with_train_normals_of_one_cat
     val = with_validation_split(manifest, "tile")
     assert val["split"].tolist() == ["val", "test", "val", "test", "val", "gen_train"]
     assert manifest["split"].iloc[0] == "train"  # the caller's manifest is left alone
+
+
+def test_benchmark_writes_tables_and_each_methods_pairs_from_finished_experiments(tmp_path, monkeypatch):
+    """Experiments that exist are read, not rerun: metrics into the tables, seed 0's grid into the figure."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    import numpy as np
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from stages.cli import cli
+
+    shutil.copy(Path(__file__).parents[1] / "params.yaml", tmp_path / "params.yaml")
+    _git(tmp_path, "init", "-q")
+    (tmp_path / "reports/figures").mkdir(parents=True)
+    for shade, (method, seed) in enumerate([("real", 0), ("real", 1), ("panda", 0), ("panda", 1)]):
+        grid = np.full((20, 30 + 10 * shade, 3), 40 * shade, np.uint8)
+        Image.fromarray(grid).save(tmp_path / "reports/figures/synthetic_samples.png")
+        metrics = {"pixel_ap": 0.1 * (shade + 1), "crack_pixel_ap": 0.5}
+        (tmp_path / "reports/metrics.json").write_text(json.dumps(metrics))
+        _git(tmp_path, "add", "-A")
+        _git(tmp_path, "commit", "-q", "-m", f"{method} {seed}", "--no-gpg-sign")
+        _git(tmp_path, "update-ref", f"refs/exps/aa/base/bench-demo-{method}-s{seed}", "HEAD")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["benchmark", "--method", "real", "--method", "panda", "--seeds", "0,1"])
+    assert result.exit_code == 0, result.output
+    assert "running" not in result.output  # nothing was run again
+    table = json.loads((tmp_path / "reports/benchmark/demo.json").read_text())
+    assert [r["method"] for r in table["rows"]] == ["real", "panda"]
+    assert table["rows"][1]["pixel_ap"] == pytest.approx(0.35)
+    figure = np.asarray(Image.open(tmp_path / "reports/benchmark/demo-pairs.png"))
+    assert figure.shape[1] == 50  # the widest panel: panda's seed-0 grid, not a seed-1 one
+    assert figure.shape[0] == 2 * (14 + 20 + 4)  # real's and panda's seed-0 grids, each under a label
+    assert (figure[14:34, :30] == 0).all() and (figure[52:72] == 80).all()

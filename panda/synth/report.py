@@ -20,14 +20,16 @@ def _pair(root: Path, row: pd.Series) -> list:
 def sample_grid(
     real: pd.DataFrame, processed_dir: Path, synthetic: pd.DataFrame, synthetic_dir: Path, path: Path
 ) -> Path:
-    """One row per defect type: two real gen_train defects, then four synthesized ones (image | mask)."""
+    """One row per defect type: two real gen_train defects, then four synthesized ones (image | mask);
+    a mixed set shows each of its methods' pairs in turn (`real+panda`: two real pastes, two panda)."""
     rows = []
+    share = 4 // max(1, synthetic["method"].nunique())
     for defect, sub in synthetic.groupby("defect_type", sort=True):
         row = []
         for _, r in real[real["defect_type"] == defect].head(2).iterrows():
             row += _pair(processed_dir, r)
         row += [None] * (4 - len(row))
-        for _, r in sub.head(4).iterrows():
+        for _, r in sub.groupby("method", sort=False).head(share).iterrows():
             row += _pair(synthetic_dir, r)
         rows.append(row)
     return grid(rows, path, titles=["real"] + [""] * 3 + ["synthetic"])
