@@ -31,7 +31,7 @@ class SynthParams(SamplerConfig):
     mix_method: str | None = None  # another method that makes `mix_fraction` of each type's pairs
     mix_fraction: float = 0.0
     window_mode: str = "auto"  # panda: as the denoiser was fine-tuned (auto), or force resize / native
-    match_contrast: bool = False  # panda: shift each defect to the contrast of its mask's real example
+    match_contrast: bool = True  # panda: shift each defect to the contrast of its mask's real example
 
     def sampler_config(self) -> SamplerConfig:
         return SamplerConfig(**{f.name: getattr(self, f.name) for f in fields(SamplerConfig)})
