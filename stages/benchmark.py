@@ -27,7 +27,6 @@ from panda.figures import stack
 from panda.io import write_json
 from stages.common import REPORTS_DIR, params_option, read_sections, user_errors
 
-
 SAMPLES = "reports/figures/synthetic_samples.png"  # drawn by the synthesize stage
 
 
