@@ -63,14 +63,19 @@ def exp_ref(name: str, repo: Path | str = ".") -> str | None:
     return refs[-1] if refs else None
 
 
+def _git_show(ref: str, path: str) -> bytes | None:
+    """A file as committed in experiment `ref`; None when it is not there."""
+    out = subprocess.run(["git", "show", f"{ref}:{path}"], capture_output=True)
+    return out.stdout if out.returncode == 0 else None
+
+
 def _read_json(ref: str, path: str) -> dict:
-    out = subprocess.run(["git", "show", f"{ref}:{path}"], capture_output=True, text=True)
-    return json.loads(out.stdout) if out.returncode == 0 else {}
+    return json.loads(data) if (data := _git_show(ref, path)) is not None else {}
 
 
 def _read_png(ref: str, path: str) -> np.ndarray | None:
-    out = subprocess.run(["git", "show", f"{ref}:{path}"], capture_output=True)
-    return np.asarray(Image.open(io.BytesIO(out.stdout)).convert("RGB")) if out.returncode == 0 else None
+    data = _git_show(ref, path)
+    return None if data is None else np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
 def read_benchmark_config(path: Path) -> tuple[str, list[int], tuple[str, ...], tuple[str, ...]]:

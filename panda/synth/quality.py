@@ -17,12 +17,16 @@ from scipy import ndimage
 from panda.io import read_image
 
 
+def _gray(image: np.ndarray) -> np.ndarray:
+    return image.astype(np.float32).mean(axis=-1) if image.ndim == 3 else image.astype(np.float32)
+
+
 def defect_contrast(image: np.ndarray, mask: np.ndarray, ring: int = 4) -> float | None:
     """Mean gray level (0-255) inside `mask` minus the mean in a `ring` px band around it.
 
     None when the mask or its ring is empty (e.g. a mask covering the whole image).
     """
-    gray = image.astype(np.float32).mean(axis=-1) if image.ndim == 3 else image.astype(np.float32)
+    gray = _gray(image)
     inside = mask.astype(bool)
     around = ndimage.binary_dilation(inside, iterations=ring) & ~inside
     if not inside.any() or not around.any():
@@ -35,20 +39,22 @@ def match_contrast(
 ) -> np.ndarray:
     """`image` with the pixels under `mask` shifted so that `defect_contrast` becomes `target`.
 
-    Only labelled pixels change, so the pair stays pixel-aligned. Values clip at 0 and 255, so the
-    shift is refined for `rounds` steps (the clipped mean grows monotonically with the shift); a
-    target past white or black is approached as far as the pixels allow.
+    Only labelled pixels change, so the pair stays pixel-aligned and the ring's mean stays fixed.
+    Values clip at 0 and 255, so the shift is refined for `rounds` steps (the clipped mean grows
+    monotonically with the shift); a target past white or black is approached as far as it goes.
     """
     inside = mask.astype(bool)
-    if defect_contrast(image, inside, ring) is None:
+    current = defect_contrast(image, inside, ring)
+    if current is None:
         return image
     base = image.astype(np.float32)
+    ring_mean = float(_gray(image)[inside].mean()) - current
     shift, out = 0.0, image
     for _ in range(rounds):
         shifted = base.copy()
         shifted[inside] += shift
         out = shifted.round().clip(0, 255).astype(np.uint8)
-        error = target - defect_contrast(out, inside, ring)
+        error = target - (float(_gray(out)[inside].mean()) - ring_mean)
         if abs(error) < 0.25:
             break
         shift += error

@@ -52,6 +52,7 @@ def _panda(
     config = params.sampler_config()
     synth = DiffusionSynthesizer(model, config, params.seed, params.window_mode, device, mixed_precision)
     user_masks: list[np.ndarray] | None = None
+    real_contrasts: dict[str, list[float | None]] = {}  # per defect type, its gen_train examples'
 
     def run(images: list[np.ndarray], ctx: DefectContext, rng: np.random.Generator) -> list[Sample]:
         nonlocal user_masks
@@ -69,7 +70,9 @@ def _panda(
         if params.match_contrast:
             # each defect takes the contrast of the real example its mask came from (a random one
             # for user masks), so the set keeps the real spread of faint and strong defects
-            real = [defect_contrast(img, m) for img, m in ctx.examples]
+            if ctx.defect_type not in real_contrasts:
+                real_contrasts[ctx.defect_type] = [defect_contrast(img, m) for img, m in ctx.examples]
+            real = real_contrasts[ctx.defect_type]
             if user_masks:
                 picks = [int(rng.integers(len(real))) for _ in images]
             edited = [
