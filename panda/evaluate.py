@@ -1,4 +1,7 @@
-"""Score a trained segmenter on the held-out test split: metrics overall, per defect type, curves."""
+"""Score a trained segmenter on the held-out test split: metrics overall, per defect type, curves.
+
+Padded images (`preprocess.geometry: pad`) are scored on their own pixels only.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +13,12 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from panda.data.geometry import valid_masks
 from panda.data.preprocess import category_rows
 from panda.errors import PandaError
 from panda.figures import grid, overlay
 from panda.io import write_json
-from panda.metrics.segmentation import compute_metrics, curves, f1_max
+from panda.metrics.segmentation import compute_metrics, curves, f1_max, scored_pixels
 from panda.segment.data import load_pairs, normalize
 from panda.segment.unet import SegUNet
 
@@ -120,6 +124,11 @@ class SplitMaps:
     images: torch.Tensor
     maps: np.ndarray
     masks: np.ndarray
+    valid: np.ndarray | None = None  # (N, H, W) each image's own pixels; None: all of them
+
+    def part(self, sel: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(maps, masks, valid) of the images `sel` picks."""
+        return self.maps[sel], self.masks[sel], None if self.valid is None else self.valid[sel]
 
 
 def predict_split(
@@ -128,7 +137,8 @@ def predict_split(
     frame = held_out_rows(manifest, category, split)
     x, y = load_pairs(processed_dir, frame)
     maps = predict_maps(model, x, tta=params.tta)
-    return SplitMaps(frame, x, maps, y[:, 0].numpy().astype(np.uint8))
+    valid = valid_masks(frame, int(x.shape[-1])) if len(frame) else None
+    return SplitMaps(frame, x, maps, y[:, 0].numpy().astype(np.uint8), valid)
 
 
 def validation_maps(
@@ -158,19 +168,20 @@ def choose_threshold(threshold: float | str, val: SplitMaps | None) -> tuple[flo
         return float(threshold), "fixed"
     if val is None:
         return 0.5, "0.5: no validation split (no gen_train defects or no train normals) to adapt on"
-    _, best = f1_max(torch.from_numpy(val.maps).flatten(), torch.from_numpy(val.masks).long().flatten())
+    _, best = f1_max(*scored_pixels(val.maps, val.masks, val.valid))
     return best, "adaptive: F1-optimal on the validation split"
 
 
 def score(split: SplitMaps, threshold: float, max_fpr: float) -> tuple[dict[str, float], pd.DataFrame]:
     """Pooled metrics, macro averages over defect types (each scored with all normals of the split)."""
-    frame, maps, masks = split.frame, split.maps, split.masks
-    pooled = compute_metrics(maps, masks, threshold, max_fpr)
+    frame = split.frame
+    pooled = compute_metrics(split.maps, split.masks, threshold, max_fpr, split.valid)
     normal = (frame["defect_type"] == "good").to_numpy()
     rows = []
     for defect in sorted(frame.loc[~normal, "defect_type"].unique()):
         sel = normal | (frame["defect_type"] == defect).to_numpy()
-        m = compute_metrics(maps[sel], masks[sel], threshold, max_fpr)
+        maps, masks, valid = split.part(sel)
+        m = compute_metrics(maps, masks, threshold, max_fpr, valid)
         rows.append({"defect_type": defect, "n_images": int((frame["defect_type"] == defect).sum()), **m})
     per_defect = pd.DataFrame(rows)
     metrics = {f"pooled_{k}": v for k, v in pooled.items()}
@@ -205,7 +216,7 @@ def evaluate(
     return EvalResult(
         metrics,
         per_defect,
-        curves(test.maps, test.masks),
+        curves(test.maps, test.masks, valid=test.valid),
         test.maps,
         test.masks,
         images,

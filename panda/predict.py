@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from panda.data.geometry import fit_image
 from panda.errors import PandaError
 from panda.evaluate import predict_maps
 from panda.figures import overlay
@@ -34,11 +35,13 @@ def predict_folder(
     tta: bool = False,
     batch_size: int = 16,
     normal_stats: dict | None = None,
+    geometry: str = "squash",
 ) -> PredictSummary:
     """For each image: `<stem>_map.png`, `<stem>_mask.png`, `<stem>_overlay.png`, and a row in scores.csv.
 
-    Images are scored at the model's training resolution, `batch_size` at a time on the model's
-    device, and each map is resized back to the original size. Unreadable files are reported and
+    Images are scored at the model's training resolution and `geometry` (`panda.data.geometry`),
+    `batch_size` at a time on the model's device, and each map (its image's own box) is resized back
+    to the original size. Unreadable files are reported and
     skipped. With `normal_stats` (saved with the model), `ood` says why an image looks unlike the
     training normals (empty when it does not).
     """
@@ -63,12 +66,11 @@ def predict_folder(
         bar.update(len(files[first : first + batch_size]))
         if not batch:
             continue
-        side = (image_size, image_size)
-        small = np.stack([np.asarray(Image.fromarray(im).resize(side, Image.BICUBIC)) for _, im in batch])
-        x = torch.from_numpy(small).permute(0, 3, 1, 2).float() / 255.0
+        fitted = [fit_image(im, image_size, geometry) for _, im in batch]
+        x = torch.from_numpy(np.stack([f[0] for f in fitted])).permute(0, 3, 1, 2).float() / 255.0
         maps = predict_maps(model, x, batch=batch_size, tta=tta)
-        for (path, image), small_map in zip(batch, maps, strict=True):
-            row = _write_outputs(path, image, small_map, input_dir, output_dir, threshold)
+        for (path, image), small_map, (_, (vh, vw)) in zip(batch, maps, fitted, strict=True):
+            row = _write_outputs(path, image, small_map[:vh, :vw], input_dir, output_dir, threshold)
             rows.append(row | {"ood": ood_reason(image, normal_stats)})
     bar.close()
     columns = ["image", "width", "height", "score", "defective", "defect_fraction", "ood"]

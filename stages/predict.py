@@ -71,7 +71,14 @@ def predict(
     tta = ev.tta if segmenter.tta is None else bool(segmenter.tta)
     model = segmenter.model.to(compute.torch_device())
     summary = predict_folder(
-        model, input_dir, output_dir, segmenter.image_size, cut, tta, normal_stats=segmenter.normal_stats
+        model,
+        input_dir,
+        output_dir,
+        segmenter.image_size,
+        cut,
+        tta,
+        normal_stats=segmenter.normal_stats,
+        geometry=segmenter.geometry,
     )
     for path, reason in summary.failed:
         click.secho(f"skipped {path}: {reason}", fg="yellow", err=True)

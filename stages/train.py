@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from panda.data.preprocess import category_rows, load_manifest, normal_train_rows
+from panda.data.preprocess import PreprocessParams, category_rows, load_manifest, normal_train_rows
 from panda.io import write_json
 from panda.params import section
 from panda.segment.data import load_pairs
@@ -44,6 +44,7 @@ def train(params_path: Path, steps: int | None, category: str | None, out_path: 
     """Train the U-Net segmenter; resumes from data/checkpoints after an interruption."""
     params, data, tracking = read_sections(params_path, category=category)
     tp = section(params, "train", TrainParams, str(params_path), steps=steps)
+    geometry = section(params, "preprocess", PreprocessParams, str(params_path)).geometry
     compute = read_compute(params, params_path)
     rows = category_rows(load_manifest(PROCESSED_DIR), data.category)
     normal = load_pairs(PROCESSED_DIR, normal_train_rows(rows))
@@ -68,7 +69,7 @@ def train(params_path: Path, steps: int | None, category: str | None, out_path: 
         if run is None:  # not the main process: it only trained
             return
         stats = normal_statistics(normal[0])
-        save_model(result.model.cpu(), tp, out_path, int(normal[0].shape[-1]), stats)
+        save_model(result.model.cpu(), tp, out_path, int(normal[0].shape[-1]), stats, geometry)
         summary = result.summary()
         write_json(summary, REPORTS_DIR / "train_metrics.json")
         run.log_metrics(summary)

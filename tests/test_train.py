@@ -115,5 +115,3 @@ def test_training_from_an_init_copies_it_and_checks_its_shape():
     assert not torch.equal(trained[conv], scratch[conv])
     with pytest.raises(PandaError, match="base_channels=8"):
         train_segmenter(normal, synthetic, TrainParams(**{**PARAMS.__dict__, "base_channels": 8}), init=init)
-
-

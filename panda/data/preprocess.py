@@ -1,5 +1,8 @@
 """Turn any supported dataset into one normalised layout: resized images, binary masks, a manifest.
 
+Images become `image_size` squares, squashed or kept in shape and mirror-padded (`panda.data.geometry`);
+the manifest records each image's own box (`valid_height`, `valid_width`).
+
 Splits (per category): `train` and `test` normals (the dataset's own split, or a seeded split by
 group where it has none) and, per defect type, `gen_train` = the first `gen_train_fraction` of its
 defective images in sorted order, the only defects any stage may see before `evaluate`; the rest is
@@ -17,6 +20,7 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
+from panda.data.geometry import GEOMETRIES, fit_image, mirror_pad
 from panda.data.layouts import NORMAL, scan
 from panda.errors import PandaError
 from panda.io import atomic_dir, check_replaceable, read_image, read_mask, save_png
@@ -27,7 +31,8 @@ SPLITS = ["train", "gen_train", "test"]
 
 @dataclass
 class PreprocessParams:
-    image_size: int = 64  # images and masks are resized to image_size x image_size
+    image_size: int = 64  # side of the square images and masks every stage works on
+    geometry: str = "squash"  # squash: resized to the square | pad: long side fitted, mirror-padded
     normal_test_fraction: float = 0.2
     gen_train_fraction: float = 0.334
     seed: int = 0
@@ -35,6 +40,8 @@ class PreprocessParams:
     def validate(self) -> None:
         if not 8 <= self.image_size <= 4096:
             raise PandaError(f"preprocess.image_size = {self.image_size}: use a value between 8 and 4096")
+        if self.geometry not in GEOMETRIES:
+            raise PandaError(f"preprocess.geometry = '{self.geometry}': use one of {', '.join(GEOMETRIES)}")
         if not 0 < self.gen_train_fraction < 1:
             raise PandaError("preprocess.gen_train_fraction must lie strictly between 0 and 1")
         if not 0 <= self.normal_test_fraction < 1:
@@ -71,22 +78,25 @@ def assign_splits(records: pd.DataFrame, params: PreprocessParams) -> pd.DataFra
     return records
 
 
-def _resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+def _resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
     """Area-resample then threshold at half; thin defects that would vanish keep any covered pixel."""
-    small = np.asarray(Image.fromarray(mask).resize((size, size), Image.BILINEAR, reducing_gap=None))
+    small = np.asarray(Image.fromarray(mask).resize((width, height), Image.BILINEAR, reducing_gap=None))
     binary = small >= 128
     if not binary.any() and mask.any():
         binary = small > 0
     return binary.astype(np.uint8) * 255
 
 
-def _process_one(row: pd.Series, out: Path, size: int) -> dict:
+def _process_one(row: pd.Series, out: Path, size: int, geometry: str) -> dict:
     image = read_image(row["image"], "RGB")
     rel_dir = Path(row["category"]) / row["split"] / row["defect_type"]
     stem = Path(row["image"]).stem
+    square, (vh, vw) = fit_image(image, size, geometry)
     info = {
         "height": image.shape[0],
         "width": image.shape[1],
+        "valid_height": vh,
+        "valid_width": vw,
         "mask_path": "",
         "mask_area": 0.0,
         "image_path": str(rel_dir / f"{stem}.png"),
@@ -98,12 +108,11 @@ def _process_one(row: pd.Series, out: Path, size: int) -> dict:
                 f"size mismatch: mask {row['mask']} is {binary.shape[1]}x{binary.shape[0]} but image "
                 f"{row['image']} is {image.shape[1]}x{image.shape[0]}; fix or remove the pair"
             )
-        small = _resize_mask(binary.astype(np.uint8) * 255, size)
-        info["mask_area"] = float((small > 0).mean())
+        small = _resize_mask(binary.astype(np.uint8) * 255, vh, vw)
+        info["mask_area"] = float((small > 0).mean())  # of the image's own pixels
         info["mask_path"] = str(rel_dir / f"{stem}_mask.png")
-        save_png(small, out / info["mask_path"])
-    resized = np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
-    save_png(resized, out / info["image_path"])
+        save_png(mirror_pad(small, size), out / info["mask_path"])
+    save_png(square, out / info["image_path"])
     return info
 
 
@@ -158,7 +167,7 @@ def preprocess(dataset: str, raw_dir: Path, out_dir: Path, params: PreprocessPar
     records = assign_splits(records, params)
     with atomic_dir(out_dir, "processed") as tmp:
         infos = [
-            _process_one(row, tmp, params.image_size)
+            _process_one(row, tmp, params.image_size, params.geometry)
             for _, row in tqdm(records.iterrows(), total=len(records), desc="preprocess", unit="img")
         ]
         info = pd.DataFrame(infos, index=records.index)
@@ -174,6 +183,8 @@ def preprocess(dataset: str, raw_dir: Path, out_dir: Path, params: PreprocessPar
                 "source_path": records["image"],
                 "orig_height": info["height"],
                 "orig_width": info["width"],
+                "valid_height": info["valid_height"],
+                "valid_width": info["valid_width"],
                 "mask_rule": records["mask_rule"],
             }
         )

@@ -4,6 +4,7 @@ Exact over all score thresholds: sorting every pixel once, the PRO at a threshol
 defect pixels above it of 1 / (K * size of its region), with K regions in total (8-connected, per
 image), and the FPR is the share of normal pixels above it. The curve is integrated with the
 trapezoid rule up to `max_fpr` (interpolated there) and divided by `max_fpr`, so 1.0 is perfect.
+With `valid` (N, H, W) only those pixels count (padded images: each one's own box).
 """
 
 from __future__ import annotations
@@ -25,13 +26,16 @@ def label_regions(masks: np.ndarray) -> tuple[np.ndarray, int]:
     return labels, offset
 
 
-def pro_curve(scores: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def pro_curve(
+    scores: np.ndarray, masks: np.ndarray, valid: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(fpr, pro) at every distinct score threshold, from the highest threshold down."""
-    labels, k = label_regions(masks)
+    labels, k = label_regions(masks if valid is None else (masks > 0) & valid)
     if k == 0:
         raise ValueError("AUPRO needs at least one defect region")
-    flat_scores = scores.ravel().astype(np.float64)
-    flat_labels = labels.ravel()
+    keep = slice(None) if valid is None else valid.ravel()
+    flat_scores = scores.ravel()[keep].astype(np.float64)
+    flat_labels = labels.ravel()[keep]
     sizes = np.bincount(flat_labels)
     negative = flat_labels == 0
     n_neg = int(negative.sum())
@@ -47,9 +51,11 @@ def pro_curve(scores: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.nda
     return np.r_[0.0, fpr[last_of_tie]], np.r_[0.0, pro[last_of_tie]]
 
 
-def aupro(scores: np.ndarray, masks: np.ndarray, max_fpr: float = 0.3) -> float:
+def aupro(
+    scores: np.ndarray, masks: np.ndarray, max_fpr: float = 0.3, valid: np.ndarray | None = None
+) -> float:
     """Normalised AUPRO up to `max_fpr` for anomaly maps `scores` and binary `masks` (N, H, W)."""
-    fpr, pro = pro_curve(scores, masks)
+    fpr, pro = pro_curve(scores, masks, valid)
     keep = fpr <= max_fpr
     x, y = fpr[keep], pro[keep]
     if x[-1] < max_fpr:

@@ -1,4 +1,8 @@
-"""All table metrics for one set of anomaly maps: pixel and image level, threshold-free and at 0.5."""
+"""All table metrics for one set of anomaly maps: pixel and image level, threshold-free and at 0.5.
+
+`valid` (N, H, W), where given, limits every metric to those pixels: a padded image's own box
+(`panda.data.geometry`), so the mirrored fill is never scored.
+"""
 
 from __future__ import annotations
 
@@ -39,19 +43,36 @@ def threshold_metrics(preds: torch.Tensor, target: torch.Tensor, threshold: floa
     }
 
 
+def scored_pixels(
+    maps: np.ndarray, masks: np.ndarray, valid: np.ndarray | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scores, labels) of every scored pixel, flattened: all of them, or those under `valid`."""
+    if valid is not None:
+        maps, masks = maps[valid], masks[valid]
+    return (
+        torch.from_numpy(maps.astype(np.float32)).flatten(),
+        torch.from_numpy(masks.astype(np.int64)).flatten(),
+    )
+
+
 def compute_metrics(
-    maps: np.ndarray, masks: np.ndarray, threshold: float = 0.5, max_fpr: float = 0.3
+    maps: np.ndarray,
+    masks: np.ndarray,
+    threshold: float = 0.5,
+    max_fpr: float = 0.3,
+    valid: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Metrics for anomaly maps in [0, 1] (N, H, W) against binary masks (N, H, W)."""
-    preds = torch.from_numpy(maps.astype(np.float32)).flatten()
-    target = torch.from_numpy(masks.astype(np.int64)).flatten()
+    preds, target = scored_pixels(maps, masks, valid)
     out: dict[str, float] = {}
     has_both = 0 < int(target.sum()) < len(target)
     if has_both:
         out["pixel_auroc"] = float(binary_auroc(preds, target))
         out["pixel_ap"] = float(binary_average_precision(preds, target))
         out["f1_max"], out["f1_threshold"] = f1_max(preds, target)
-        out["aupro"] = aupro(maps, masks, max_fpr=max_fpr)
+        out["aupro"] = aupro(maps, masks, max_fpr=max_fpr, valid=valid)
+    if valid is not None:
+        maps, masks = np.where(valid, maps, -np.inf), (masks > 0) & valid
     image_scores = torch.from_numpy(maps.reshape(len(maps), -1).max(axis=1).astype(np.float32))
     image_labels = torch.from_numpy((masks.reshape(len(masks), -1).max(axis=1) > 0).astype(np.int64))
     if 0 < int(image_labels.sum()) < len(image_labels):
@@ -61,10 +82,11 @@ def compute_metrics(
     return out
 
 
-def curves(maps: np.ndarray, masks: np.ndarray, points: int = 200) -> dict[str, list[dict[str, float]]]:
+def curves(
+    maps: np.ndarray, masks: np.ndarray, points: int = 200, valid: np.ndarray | None = None
+) -> dict[str, list[dict[str, float]]]:
     """Pixel ROC and PR curves, thinned to about `points` points each for DVC plots."""
-    preds = torch.from_numpy(maps.astype(np.float32)).flatten()
-    target = torch.from_numpy(masks.astype(np.int64)).flatten()
+    preds, target = scored_pixels(maps, masks, valid)
     fpr, tpr, _ = binary_roc(preds, target)
     precision, recall, _ = binary_precision_recall_curve(preds, target)
 

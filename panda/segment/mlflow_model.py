@@ -1,9 +1,9 @@
 """The segmenter as an MLflow model: logged with the pytorch flavour, registered, loaded back by URI.
 
-The model carries what inference needs in its metadata (input size, normalisation, threshold, TTA,
-the training normals' statistics), so `panda predict --model models:/panda@champion` needs nothing
-else. Versions are registered under the MLflow experiment's name; the newest gets the alias
-`newest`, and `champion` moves to a version when its validation pixel AP is at least the current
+The model carries what inference needs in its metadata (input size and geometry, normalisation,
+threshold, TTA, the training normals' statistics), so `panda predict --model models:/panda@champion`
+needs nothing else. Versions are registered under the MLflow experiment's name; the newest gets the
+alias `newest`, and `champion` moves to a version when its validation pixel AP is at least the current
 champion's (the test split never decides).
 """
 
@@ -30,6 +30,7 @@ class Segmenter:
     model: SegUNet
     image_size: int
     normal_stats: dict
+    geometry: str = "squash"  # how images are fitted to image_size (`panda.data.geometry`)
     threshold: float | None = None  # the operating point it was evaluated at (None: from params)
     tta: bool | None = None
 
@@ -54,6 +55,7 @@ def log_segmenter(
         output = model.eval()(torch.from_numpy(example)).numpy()
     metadata = {
         "image_size": size,
+        "geometry": info.get("geometry", "squash"),
         "in_channels": int(info["in_channels"]),
         "normalisation": NORMALISATION,
         "threshold": float(threshold),
@@ -92,7 +94,9 @@ def load_segmenter(ref: str | Path) -> Segmenter:
         from panda.segment.train import load_model_file
 
         model, info = load_model_file(Path(ref))
-        return Segmenter(model, int(info["image_size"]), info.get("normal_stats", {}))
+        return Segmenter(
+            model, int(info["image_size"]), info.get("normal_stats", {}), info.get("geometry", "squash")
+        )
     import mlflow
 
     from panda.tracking import tracking_uri
@@ -110,6 +114,7 @@ def load_segmenter(ref: str | Path) -> Segmenter:
         model.eval(),
         int(meta["image_size"]),
         meta.get("normal_stats", {}),
+        meta.get("geometry", "squash"),
         meta.get("threshold"),
         meta.get("tta"),
     )

@@ -267,10 +267,15 @@ def train_segmenter(
 
 
 def save_model(
-    model: nn.Module, params: TrainParams, path: Path, image_size: int, normal_stats: dict | None = None
+    model: nn.Module,
+    params: TrainParams,
+    path: Path,
+    image_size: int,
+    normal_stats: dict | None = None,
+    geometry: str = "squash",
 ) -> None:
     """Weights plus what is needed to rebuild and feed the model (architecture, channels, training
-    size) and the training normals' statistics (`panda.segment.ood`)."""
+    size and geometry, `panda.data.geometry`) and the training normals' statistics (`panda.segment.ood`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     torch.save(
@@ -278,6 +283,7 @@ def save_model(
             "state_dict": model.state_dict(),
             **architecture(model),
             "image_size": image_size,
+            "geometry": geometry,
             "normal_stats": normal_stats or {},
         },
         tmp,
