@@ -137,7 +137,7 @@ def predict_split(
     frame = held_out_rows(manifest, category, split)
     x, y = load_pairs(processed_dir, frame)
     maps = predict_maps(model, x, tta=params.tta)
-    valid = valid_masks(frame, int(x.shape[-1])) if len(frame) else None
+    valid = valid_masks(frame, int(x.shape[-1]))
     return SplitMaps(frame, x, maps, y[:, 0].numpy().astype(np.uint8), valid)
 
 
