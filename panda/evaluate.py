@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from panda.data.geometry import valid_masks
+from panda.data.geometry import valid_boxes, valid_masks
 from panda.data.preprocess import category_rows
 from panda.errors import PandaError
 from panda.figures import grid, overlay
@@ -227,16 +227,18 @@ def evaluate(
 
 
 def qualitative_grid(result: EvalResult, path: Path, per_type: int = 2) -> Path:
-    """image | truth | prediction | overlay, for a few test images of each defect type and normals."""
+    """image | truth | prediction | overlay, for a few test images of each defect type and normals;
+    each image's own box only (what is scored)."""
     picks: list[int] = []
     for _, sub in result.frame.groupby("defect_type", sort=True):
         picks += list(sub.index[:per_type])
+    boxes = valid_boxes(result.frame, result.maps.shape[-1])
     rows = []
     for i in picks:
+        (h, w), image = boxes[i], result.images[i]
         pred = result.maps[i] >= result.threshold
-        rows.append(
-            [result.images[i], result.masks[i] * 255, result.maps[i], overlay(result.images[i], pred)]
-        )
+        tiles = [image, result.masks[i] * 255, result.maps[i], overlay(image, pred)]
+        rows.append([t[:h, :w] for t in tiles])
     return grid(rows, path, titles=["image", "truth", "anomaly map", "prediction"])
 
 

@@ -26,9 +26,11 @@ def overlay(image: np.ndarray, mask: np.ndarray, colour=(255, 40, 40), alpha: fl
 
 
 def grid(rows: Sequence[Sequence[np.ndarray]], path: Path, titles: Sequence[str] = (), pad: int = 2) -> Path:
-    """Save tiles (uint8 or [0, 1] float, gray or RGB, same size; None = blank) as one PNG."""
+    """Save tiles (uint8 or [0, 1] float, gray or RGB; None = blank) as one PNG, in cells the size of
+    the largest tile (a smaller one, such as a padded image's own box, sits at its cell's top left)."""
     tiles = [[None if t is None else to_rgb(t) for t in row] for row in rows]
-    h, w = next(t for row in tiles for t in row if t is not None).shape[:2]
+    h = max(t.shape[0] for row in tiles for t in row if t is not None)
+    w = max(t.shape[1] for row in tiles for t in row if t is not None)
     head = 12 if titles else 0
     ncol = max(len(r) for r in tiles)
     canvas = np.full((head + len(tiles) * (h + pad) + pad, ncol * (w + pad) + pad, 3), 255, np.uint8)
@@ -37,7 +39,7 @@ def grid(rows: Sequence[Sequence[np.ndarray]], path: Path, titles: Sequence[str]
             if tile is None:
                 continue
             y, x = head + pad + r * (h + pad), pad + c * (w + pad)
-            canvas[y : y + h, x : x + w] = tile[:h, :w]
+            canvas[y : y + tile.shape[0], x : x + tile.shape[1]] = tile
     img = Image.fromarray(canvas)
     if titles:
         draw = ImageDraw.Draw(img)

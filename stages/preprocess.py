@@ -27,12 +27,13 @@ def _print_table(summary) -> None:
 
 
 def _sample_grid(manifest, out_dir: Path, path: Path) -> Path:
-    """One gen_train defect per (category, defect type): image and mask overlay."""
+    """One gen_train defect per (category, defect type): image and mask overlay, its own box only."""
     rows = []
     picks = manifest[manifest["split"] == "gen_train"].groupby(["category", "defect_type"]).head(1)
     for _, r in picks.iterrows():
-        img = read_image(out_dir / r["image_path"], "RGB")
-        mask = read_image(out_dir / r["mask_path"], "L")
+        h, w = int(r["valid_height"]), int(r["valid_width"])
+        img = read_image(out_dir / r["image_path"], "RGB")[:h, :w]
+        mask = read_image(out_dir / r["mask_path"], "L")[:h, :w]
         rows.append([img, overlay(img, mask)])
     return grid(rows, path, titles=["image", "mask"])
 

@@ -103,6 +103,10 @@ def test_pipeline_trains_scores_and_predicts_at_the_padded_geometry(workdir, tin
     assert (load_manifest(workdir / "data/processed")["valid_height"] == 8).all()
     state = torch.load(workdir / "data/models/segmenter/model.pt", weights_only=True)
     assert state["geometry"] == "pad"  # predict fits new images the way the model was trained
+    figure = Image.open(workdir / "reports/figures/evaluate_samples.png")
+    assert figure.size[1] == 12 + 4 * (8 + 2) + 2  # 2 dents, 2 normals: only their own 8 x 16 boxes
+    pairs = Image.open(workdir / "reports/figures/synthetic_samples.png")
+    assert pairs.size[1] == 12 + (8 + 2) + 2  # one defect type; real and pasted pairs in their boxes
     write_image(tmp_path / "new" / "a.png", size=(80, 40))
     out = tmp_path / "out"
     predict = ["predict", "--input-dir", str(tmp_path / "new"), "--output-dir", str(out)]
