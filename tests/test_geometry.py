@@ -113,3 +113,30 @@ def test_pipeline_trains_scores_and_predicts_at_the_padded_geometry(workdir, tin
     result = CliRunner().invoke(cli, predict)
     assert result.exit_code == 0, result.output
     assert Image.open(out / "a_map.png").size == (80, 40)
+
+
+def test_padded_synthesis_moves_defects_by_relative_position_and_pads_pairs_like_preprocess(tmp_path):
+    """Tall defective tiles, wide normal ones: a defect on a tall tile's right edge is pasted on the
+    right edge of the wide tile's own box, and the pair is mirror-padded as preprocess pads images."""
+    from panda.synth.params import SynthParams
+    from panda.synth.run import synthesize
+
+    raw = make_wide_tree(tmp_path / "raw")
+    for i in range(6):  # defects now on 40 x 80 tiles, along the right edge
+        write_image(raw / "widget" / "test" / "dent" / f"{i:03d}.png", size=(40, 80))
+        write_mask(
+            raw / "widget" / "ground_truth" / "dent" / f"{i:03d}_mask.png",
+            size=(40, 80),
+            box=(30, 20, 40, 60),
+        )
+    manifest = preprocess("mvtec", raw, tmp_path / "processed", PreprocessParams(16, "pad"))
+    assert set(manifest.loc[manifest["defect_type"] == "dent", "valid_width"]) == {8}
+    for method in ("real", "cutpaste"):
+        params = SynthParams(method=method, n_per_defect=4, placement="prior")
+        frame, _ = synthesize(manifest, tmp_path / "processed", tmp_path / method, "widget", params)
+        for rel in frame["mask_path"]:
+            mask = np.asarray(Image.open(tmp_path / method / rel)) > 0
+            np.testing.assert_array_equal(mask[8:], mask[:8][::-1])  # padded as preprocess pads
+            if method == "real":
+                own = mask[:8]
+                assert own.any() and not own[:, :12].any()  # on the right edge of the 8 x 16 box

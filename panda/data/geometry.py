@@ -35,11 +35,24 @@ def mirror_pad(array: np.ndarray, size: int) -> np.ndarray:
     return np.pad(array, widths, mode="symmetric")
 
 
+def own_box(row: pd.Series, size: int) -> tuple[int, int]:
+    """One manifest row's (valid_height, valid_width); the whole square for manifests without them."""
+    return int(row.get("valid_height", size)), int(row.get("valid_width", size))
+
+
 def valid_boxes(frame: pd.DataFrame, size: int) -> list[tuple[int, int]]:
-    """Each row's (valid_height, valid_width); the whole square for manifests without those columns."""
-    if "valid_height" not in frame or "valid_width" not in frame:
-        return [(size, size)] * len(frame)
-    return [(int(h), int(w)) for h, w in zip(frame["valid_height"], frame["valid_width"], strict=True)]
+    """`own_box` of every row."""
+    return [own_box(row, size) for _, row in frame.iterrows()]
+
+
+def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A bool mask at `shape` (nearest neighbour); the mask itself when it has that shape already.
+
+    How masks move between images of different boxes: by relative position, so a defect on a tile's
+    edge lands on the edge of a tile of another shape."""
+    if mask.shape == tuple(shape):
+        return mask
+    return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(shape[::-1], Image.NEAREST)) > 0
 
 
 def valid_masks(frame: pd.DataFrame, size: int) -> np.ndarray | None:

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 from panda.compute import ComputeParams
+from panda.data.geometry import own_box
 from panda.data.preprocess import category_rows, normal_train_rows
 from panda.diffusion.denoiser import PixelDenoiser
 from panda.diffusion.params import FinetuneParams
@@ -97,8 +99,12 @@ def finetune_category(
     phase_a = train_phase_a(images, params, len(defect_types) + 1, cache_dir, compute, on_step)
     examples = [
         (
-            read_image(processed_dir / r["image_path"], "RGB"),
-            read_image(processed_dir / r["mask_path"], "L") >= 128,
+            *_own_pixels(
+                read_image(processed_dir / r["image_path"], "RGB"),
+                read_image(processed_dir / r["mask_path"], "L") >= 128,
+                own_box(r, int(images.shape[-1])),
+                params.window,
+            ),
             defect_types.index(r["defect_type"]) + 1,
         )
         for _, r in gen.iterrows()
@@ -128,6 +134,16 @@ def finetune_category(
         ema_decay=params.ema_decay,
     )
     return FinetuneResult(model, phase_a, phase_b, modes, len(windows.images), int(images.shape[1]))
+
+
+def _own_pixels(
+    image: np.ndarray, mask: np.ndarray, box: tuple[int, int], window: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A gen_train example's own box (`panda.data.geometry`), so phase B's windows frame the defect,
+    not the defect and its mirror image; the whole square where the box is narrower than a window."""
+    if min(box) < window:
+        return image, mask
+    return image[: box[0], : box[1]], mask[: box[0], : box[1]]
 
 
 def skip_finetune(out_dir: Path, method: str) -> str:

@@ -1,6 +1,8 @@
 """What a synthesizer may know about one defect type: where it occurs and its few real examples.
 
-Built from `gen_train` images only, so nothing from the test split leaks into synthesis.
+Built from `gen_train` images only, so nothing from the test split leaks into synthesis. Synthesizers
+work on each image's own pixels (`panda.data.geometry`: all of it, or a padded image's own box);
+the placement prior lives on the square grid, in positions relative to the image.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from panda.data.geometry import own_box, resize_mask
 from panda.io import read_image
 
 Sample = tuple[np.ndarray, np.ndarray]  # (defective image RGB uint8, mask uint8 0/255)
@@ -28,8 +31,9 @@ def random_symmetry(allowed: tuple[int, ...], shape: tuple[int, ...], rng: np.ra
 @dataclass
 class DefectContext:
     defect_type: str
-    placement: np.ndarray  # (H, W) probability map of defect centres, sums to 1
-    examples: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (image RGB, mask bool)
+    placement: np.ndarray  # (H, W) probability map of defect centres on the square grid, sums to 1
+    # (image RGB, mask bool), each cropped to its own box
+    examples: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     # flips/rotations (`dihedral` k) a real example may take: all 8 where position carries no
     # information; with the placement prior only those that keep orientation (a horizontal
     # band stays horizontal), i.e. identity, 180 degrees, left-right and up-down flips
@@ -51,9 +55,11 @@ def placement_prior(masks: list[np.ndarray], shape: tuple[int, int], blur: float
     return prior / prior.sum()
 
 
-def sample_centre(prior: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
+def sample_centre(prior: np.ndarray, rng: np.random.Generator, shape: tuple[int, ...]) -> tuple[int, int]:
+    """A defect centre drawn from `prior`, at the same relative position in an image of `shape`."""
     flat = int(rng.choice(prior.size, p=prior.ravel()))
-    return divmod(flat, prior.shape[1])
+    y, x = divmod(flat, prior.shape[1])
+    return y * shape[0] // prior.shape[0], x * shape[1] // prior.shape[1]
 
 
 def build_contexts(
@@ -69,13 +75,14 @@ def build_contexts(
     for defect, sub in sorted(gen.groupby("defect_type"), key=lambda kv: kv[0]):
         examples = []
         for _, r in sub.sort_values("image_path").iterrows():
+            h, w = own_box(r, shape[0])
             examples.append(
                 (
-                    read_image(processed_dir / r["image_path"], "RGB"),
-                    read_image(processed_dir / r["mask_path"], "L") >= 128,
+                    read_image(processed_dir / r["image_path"], "RGB")[:h, :w],
+                    (read_image(processed_dir / r["mask_path"], "L") >= 128)[:h, :w],
                 )
             )
-        masks = [m for _, m in examples if m.shape == shape] if placement == "prior" else []
+        masks = [resize_mask(m, shape) for _, m in examples] if placement == "prior" else []
         prior = placement_prior(masks, shape)
         square = shape[0] == shape[1]
         symmetries = ALL_SYMMETRIES if placement == "uniform" and square else ORIENTATION_KEEPING

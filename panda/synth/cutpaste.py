@@ -25,7 +25,7 @@ def _paste(
 ) -> Sample:
     w, h = image.size
     pw, ph = patch.size
-    cy, cx = sample_centre(ctx.placement, rng)
+    cy, cx = sample_centre(ctx.placement, rng, (h, w))
     x = int(np.clip(cx - pw // 2, 0, max(0, w - pw)))
     y = int(np.clip(cy - ph // 2, 0, max(0, h - ph)))
     out = image.copy()

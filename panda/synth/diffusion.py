@@ -38,9 +38,10 @@ NATIVE_STEP = 16  # native window sides are multiples of this (UNet down-samplin
 
 def native_side(mask: np.ndarray, window: int, step: int = NATIVE_STEP) -> int:
     """The window side `native` mode samples `mask` at: crop_box's side rounded up to `step`, at most
-    the largest multiple of `step` that fits in the image."""
+    the largest multiple of `step` that fits in the image (`step` for an image narrower than that,
+    whose crop is then enlarged to it)."""
     _, _, side = crop_box(mask, window)
-    fit = min(mask.shape) // step * step
+    fit = max(step, min(mask.shape) // step * step)
     return int(min(fit, -(-side // step) * step))
 
 

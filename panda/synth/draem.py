@@ -20,6 +20,7 @@ from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 from scipy import ndimage
 from skimage import data as skdata
 
+from panda.data.geometry import resize_mask
 from panda.io import IMAGE_SUFFIXES, read_image
 from panda.synth.context import DefectContext, Sample
 from panda.synth.perlin import perlin_2d
@@ -69,7 +70,7 @@ def draem(
     image: np.ndarray, ctx: DefectContext, rng: np.random.Generator, texture_dir: str | None = None
 ) -> Sample:
     h, w = image.shape[:2]
-    region = ctx.placement / ctx.placement.max() > 0.05
+    region = resize_mask(ctx.placement / ctx.placement.max() > 0.05, (h, w))
     mask = np.zeros((h, w), bool)
     for _ in range(20):
         mask = perlin_mask((h, w), rng) & region

@@ -1,4 +1,8 @@
-"""Drive a synthesizer over one category and write `data/synthetic/` (images, masks, manifest)."""
+"""Drive a synthesizer over one category and write `data/synthetic/` (images, masks, manifest).
+
+Synthesizers see each background's own pixels (`panda.data.geometry`); a padded background's pair is
+mirror-padded back to the square, image and mask alike, as `preprocess` pads real defective images.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from panda.compute import ComputeParams, make_accelerator
+from panda.data.geometry import mirror_pad, own_box, resize_mask
 from panda.data.preprocess import category_rows, normal_train_rows
 from panda.engine import quiet
 from panda.errors import PandaError
@@ -57,14 +62,15 @@ def _panda(
     def run(images: list[np.ndarray], ctx: DefectContext, rng: np.random.Generator) -> list[Sample]:
         nonlocal user_masks
         if params.mask_dir and user_masks is None:
-            user_masks = load_mask_folder(Path(params.mask_dir), images[0].shape[:2])
+            user_masks = load_mask_folder(Path(params.mask_dir), ctx.placement.shape)
             if not user_masks:
                 raise PandaError(f"synth.mask_dir = {params.mask_dir}: no non-empty mask images found")
         pool = user_masks or [m for _, m in ctx.examples]
         picks, masks = [], []
-        for _ in images:  # one draw, then its augmentation: the order the seeds were made with
+        for image in images:  # one draw, then its augmentation: the order the seeds were made with
             picks.append(int(rng.integers(len(pool))))
-            masks.append(augment_mask(pool[picks[-1]], rng, symmetries=ctx.symmetries))
+            mask = augment_mask(pool[picks[-1]], rng, symmetries=ctx.symmetries)
+            masks.append(resize_mask(mask, image.shape[:2]))
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         edited = synth.batch(images, masks, ctx.defect_type, generator)
         if params.match_contrast:
@@ -141,13 +147,16 @@ def _run_batch(
 ) -> list[dict]:
     rng = np.random.default_rng([seed, job.type_index, job.method_index, job.first])
     bases = [normals.iloc[int(rng.integers(len(normals)))] for _ in range(job.size)]
-    images = [read_image(processed_dir / b["image_path"], "RGB") for b in bases]
+    squares = [read_image(processed_dir / b["image_path"], "RGB") for b in bases]
+    size = squares[0].shape[0]
+    boxes = [own_box(b, size) for b in bases]
+    images = [sq[:h, :w] for sq, (h, w) in zip(squares, boxes, strict=True)]
     records = []
     defect = job.context.defect_type
     for i, (base, (image, mask)) in enumerate(zip(bases, method(images, job.context, rng), strict=True)):
         stem = f"{defect}_{job.first + i:04d}"
-        save_png(image, tmp / defect / f"{stem}.png")
-        save_png(mask, tmp / defect / f"{stem}_mask.png")
+        save_png(mirror_pad(image, size), tmp / defect / f"{stem}.png")
+        save_png(mirror_pad(mask, size), tmp / defect / f"{stem}_mask.png")
         records.append(
             {
                 "category": category,
