@@ -41,9 +41,8 @@ def predict_folder(
 
     Images are scored at the model's training resolution and `geometry` (`panda.data.geometry`),
     `batch_size` at a time on the model's device, and each map (its image's own box) is resized back
-    to the original size. Unreadable files are reported and
-    skipped. With `normal_stats` (saved with the model), `ood` says why an image looks unlike the
-    training normals (empty when it does not).
+    to the original size. Unreadable files are reported and skipped. With `normal_stats` (saved with
+    the model), `ood` says why an image looks unlike the training normals (empty when it does not).
     """
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
