@@ -55,12 +55,13 @@ def synthesize_cmd(
         if run is None:  # not the main process: it only synthesized its share
             return
         figure = FIGURES_DIR / "synthetic_samples.png"
-        contrast = synthesis_report(manifest, PROCESSED_DIR, data.category, frame, out_dir, figure)
-        summary = {"n_images": len(frame), "seconds_per_image": round(sec_per_image, 5), **contrast}
+        quality = synthesis_report(manifest, PROCESSED_DIR, data.category, frame, out_dir, figure)
+        summary = {"n_images": len(frame), "seconds_per_image": round(sec_per_image, 5), **quality}
         write_json({"method": synth.method, **summary}, REPORTS_DIR / "synth_metrics.json")
         run.log_metrics(summary | {"mean_mask_area": float(frame["mask_area"].mean())})
         run.log_artifact(figure)
     click.echo(
         f"{len(frame)} synthetic images ({synth.method}) in {out_dir}, {sec_per_image * 1000:.1f} ms/image; "
-        f"contrast gap to real defects {contrast.get('contrast_gap', float('nan')):.1f} gray levels"
+        f"gap to real defects: contrast {quality.get('contrast_gap', float('nan')):.1f} gray levels, "
+        f"detail {quality.get('detail_gap', float('nan')):.1f}"
     )

@@ -192,6 +192,35 @@ def test_native_windows_sample_each_mask_at_its_own_side(tmp_path, monkeypatch):
         assert np.array_equal(edited[~mask], image[~mask]) and (edited[mask] != image[mask]).any()
 
 
+def test_residual_enlarge_keeps_the_full_resolution_texture_under_the_change():
+    from panda.synth.diffusion import enlarge_residual
+
+    rng = np.random.default_rng(0)
+    crop = rng.integers(40, 200, (64, 64, 3), dtype=np.uint8)
+    shrunk = rng.integers(40, 200, (16, 16, 3), dtype=np.uint8)
+    assert np.array_equal(enlarge_residual(crop, shrunk, shrunk), crop)  # nothing drawn: the texture itself
+    darker = enlarge_residual(crop, shrunk, shrunk - 30)
+    assert np.array_equal(darker.astype(int), crop.astype(int) - 30)  # a flat change moves every pixel alike
+
+
+def test_resized_windows_enlarge_the_sample_or_only_its_change(tmp_path):
+    from panda.synth.diffusion import DiffusionSynthesizer
+    from panda.synth.quality import defect_detail
+
+    model_dir = _saved_model(tmp_path, "resize")
+    image = np.random.default_rng(0).integers(40, 200, (64, 64, 3), dtype=np.uint8)
+    mask = np.zeros((64, 64), bool)
+    mask[8:56, 8:56] = True  # its 60 px window is sampled at the denoiser's 16 px
+    config = SamplerConfig(steps=2, pma_steps=1)
+    bicubic = DiffusionSynthesizer(model_dir, config, 0).batch([image], [mask], "crack")[0]
+    residual = DiffusionSynthesizer(model_dir, config, 0, enlarge="residual")
+    residual = residual.batch([image], [mask], "crack")[0]
+    for edited in (bicubic, residual):
+        assert np.array_equal(edited[~mask], image[~mask])
+    assert defect_detail(bicubic, mask) < 0.5 * defect_detail(image, mask)  # enlarged 4x: smooth
+    assert defect_detail(residual, mask) > 0.8 * defect_detail(image, mask)  # the texture stays
+
+
 def test_window_mode_follows_the_denoiser_unless_forced(tmp_path):
     import json
 

@@ -115,7 +115,7 @@ def test_perlin_noise_and_mask():
 
 
 def test_defect_contrast_measures_dark_and_bright_defects():
-    from panda.synth.quality import contrast_report, defect_contrast
+    from panda.synth.quality import defect_contrast, gap_report
 
     image = np.full((SIZE, SIZE, 3), 150, np.uint8)
     mask = np.zeros((SIZE, SIZE), bool)
@@ -124,9 +124,25 @@ def test_defect_contrast_measures_dark_and_bright_defects():
     assert defect_contrast(image, mask) == pytest.approx(-50)
     assert defect_contrast(255 - image, mask) == pytest.approx(50)
     assert defect_contrast(image, np.ones((SIZE, SIZE), bool)) is None  # no surroundings to compare
-    report = contrast_report({"dent": -40.0, "scratch": -10.0}, {"dent": -10.0, "scratch": -10.0})
+    report = gap_report("contrast", {"dent": -40.0, "scratch": -10.0}, {"dent": -10.0, "scratch": -10.0})
     assert report["contrast_dent"] == -10 and report["real_contrast_dent"] == -40
     assert report["contrast_gap"] == pytest.approx(15)
+
+
+def test_defect_detail_tells_a_blurred_defect_from_a_textured_one():
+    from scipy import ndimage
+
+    from panda.synth.quality import defect_detail
+
+    rng = np.random.default_rng(0)
+    textured = rng.integers(60, 200, (SIZE, SIZE, 3)).astype(np.uint8)
+    mask = np.zeros((SIZE, SIZE), bool)
+    mask[16:40, 16:40] = True
+    blurred = textured.copy()
+    blurred[mask] = ndimage.uniform_filter(textured.astype(float), size=(5, 5, 1))[mask].astype(np.uint8)
+    assert defect_detail(np.full_like(textured, 120), mask) == 0  # flat: no detail at all
+    assert defect_detail(blurred, mask) < 0.5 * defect_detail(textured, mask)
+    assert defect_detail(textured, np.zeros_like(mask)) is None
 
 
 def test_mix_makes_its_share_of_each_types_pairs(workdir):

@@ -13,6 +13,7 @@ from panda.errors import PandaError
 
 METHODS = ("panda", "cutpaste", "draem", "real")
 WINDOW_MODES = ("auto", "resize", "native")  # auto: each type as the denoiser learnt it
+ENLARGE_MODES = ("bicubic", "residual")  # how a window sampled shrunk is enlarged back (diffusion.py)
 
 
 @dataclass
@@ -32,6 +33,7 @@ class SynthParams(SamplerConfig):
     mix_fraction: float = 0.0
     window_mode: str = "auto"  # panda: as the denoiser was fine-tuned (auto), or force resize / native
     match_contrast: bool = True  # panda: shift each defect to the contrast of its mask's real example
+    enlarge: str = "bicubic"  # panda, resized windows: enlarge the sample (bicubic) or only its change
 
     def sampler_config(self) -> SamplerConfig:
         return SamplerConfig(**{f.name: getattr(self, f.name) for f in fields(SamplerConfig)})
@@ -54,6 +56,8 @@ class SynthParams(SamplerConfig):
             raise PandaError(
                 f"synth.window_mode = '{self.window_mode}': use one of {', '.join(WINDOW_MODES)}"
             )
+        if self.enlarge not in ENLARGE_MODES:
+            raise PandaError(f"synth.enlarge = '{self.enlarge}': use one of {', '.join(ENLARGE_MODES)}")
         if self.n_per_defect < 1 or self.batch_size < 1:
             raise PandaError("synth.n_per_defect and synth.batch_size must be >= 1")
         super().validate()

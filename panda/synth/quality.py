@@ -1,9 +1,14 @@
-"""How much a defect stands out: mean gray level inside its mask minus that of a thin ring around it.
+"""How a defect looks next to the real ones of its type, measured without training anything.
 
-A segmenter can only learn what its training pairs show. Comparing this contrast per defect type
-between the synthetic pairs and the real `gen_train` defects catches faint or inverted synthetic
-defects without training anything (on Magnetic Tile, real blowholes are about 43 gray levels darker
-than their surroundings). It reads only `gen_train` and synthetic images, never the test split.
+A segmenter can only learn what its training pairs show. Two measures per defect type, compared
+between the synthetic pairs and the real `gen_train` defects:
+- contrast: mean gray level inside the mask minus that of a thin ring around it; catches faint or
+  inverted defects (on Magnetic Tile, real blowholes are about 43 gray levels darker than their
+  surroundings);
+- detail: mean absolute Laplacian of the gray image inside the mask (gray levels per pixel); catches
+  defects drawn blurred or flat where the real ones keep the product's texture (a window sampled
+  shrunk and enlarged back comes out smoother than the background it replaced), and over-textured ones.
+It reads only `gen_train` and synthetic images, never the test split.
 """
 
 from __future__ import annotations
@@ -34,6 +39,17 @@ def defect_contrast(image: np.ndarray, mask: np.ndarray, ring: int = 4) -> float
     return float(gray[inside].mean() - gray[around].mean())
 
 
+def defect_detail(image: np.ndarray, mask: np.ndarray) -> float | None:
+    """Mean absolute Laplacian of the gray image inside `mask`; None for an empty mask."""
+    inside = mask.astype(bool)
+    if not inside.any():
+        return None
+    return float(np.abs(ndimage.laplace(_gray(image)))[inside].mean())
+
+
+MEASURES = {"contrast": defect_contrast, "detail": defect_detail}
+
+
 def match_contrast(
     image: np.ndarray, mask: np.ndarray, target: float, ring: int = 4, rounds: int = 8
 ) -> np.ndarray:
@@ -61,32 +77,38 @@ def match_contrast(
     return out
 
 
-def contrast_by_type(frame: pd.DataFrame, root: Path) -> dict[str, float]:
-    """Mean contrast per defect type of manifest rows (image and mask paths relative to `root`)."""
-    values: dict[str, list[float]] = {}
+def measures_by_type(frame: pd.DataFrame, root: Path) -> dict[str, dict[str, float]]:
+    """Each measure's mean per defect type of manifest rows (image and mask paths relative to `root`)."""
+    values: dict[str, dict[str, list[float]]] = {name: {} for name in MEASURES}
     for _, r in frame.iterrows():
         image, mask = read_image(root / r["image_path"], "RGB"), read_image(root / r["mask_path"], "L") >= 128
-        if (c := defect_contrast(image, mask)) is not None:
-            values.setdefault(r["defect_type"], []).append(c)
-    return {t: float(np.mean(v)) for t, v in sorted(values.items())}
+        for name, measure in MEASURES.items():
+            if (v := measure(image, mask)) is not None:
+                values[name].setdefault(r["defect_type"], []).append(v)
+    return {name: {t: float(np.mean(v)) for t, v in sorted(by.items())} for name, by in values.items()}
 
 
-def contrast_report(real: dict[str, float], synthetic: dict[str, float]) -> dict[str, float]:
-    """Flat metrics: per-type synthetic and real contrast, and the mean absolute gap over types."""
+def gap_report(name: str, real: dict[str, float], synthetic: dict[str, float]) -> dict[str, float]:
+    """Flat metrics of one measure: per-type synthetic and real value, and the mean absolute gap."""
     out: dict[str, float] = {}
     gaps = []
     for defect_type, value in synthetic.items():
-        out[f"contrast_{defect_type}"] = round(value, 2)
+        out[f"{name}_{defect_type}"] = round(value, 2)
         if defect_type in real:
-            out[f"real_contrast_{defect_type}"] = round(real[defect_type], 2)
+            out[f"real_{name}_{defect_type}"] = round(real[defect_type], 2)
             gaps.append(abs(value - real[defect_type]))
     if gaps:
-        out["contrast_gap"] = round(float(np.mean(gaps)), 2)
+        out[f"{name}_gap"] = round(float(np.mean(gaps)), 2)
     return out
 
 
-def compare_contrast(
+def compare_to_real(
     real: pd.DataFrame, real_root: Path, synthetic: pd.DataFrame, synthetic_root: Path
 ) -> dict[str, float]:
-    """`contrast_report` of the synthetic pairs against the real defects (both as manifest rows)."""
-    return contrast_report(contrast_by_type(real, real_root), contrast_by_type(synthetic, synthetic_root))
+    """`gap_report` of every measure, the synthetic pairs against the real defects (manifest rows)."""
+    real_values = measures_by_type(real, real_root)
+    synthetic_values = measures_by_type(synthetic, synthetic_root)
+    out: dict[str, float] = {}
+    for name in MEASURES:
+        out |= gap_report(name, real_values[name], synthetic_values[name])
+    return out

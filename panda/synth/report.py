@@ -1,5 +1,5 @@
 """What `synthesize` reports beside its pairs: a grid of synthetic defects next to real ones, and the
-defect contrast of both (`quality.compare_contrast`)."""
+defect contrast and detail of both (`quality.compare_to_real`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 from panda.data.geometry import valid_boxes
 from panda.figures import grid, overlay
 from panda.io import read_image
-from panda.synth.quality import compare_contrast
+from panda.synth.quality import compare_to_real
 
 
 def _pair(root: Path, row: pd.Series, box: tuple[int, int]) -> list:
@@ -50,7 +50,7 @@ def synthesis_report(
     synthetic_dir: Path,
     figure: Path,
 ) -> dict[str, float]:
-    """Draw the sample grid to `figure`; return the contrast metrics (per type, real and synthetic)."""
+    """Draw the sample grid to `figure`; return contrast and detail metrics (per type, real and synthetic)."""
     rows = manifest[manifest["category"] == category]
     sample_grid(rows, processed_dir, synthetic, synthetic_dir, figure)
-    return compare_contrast(rows[rows["split"] == "gen_train"], processed_dir, synthetic, synthetic_dir)
+    return compare_to_real(rows[rows["split"] == "gen_train"], processed_dir, synthetic, synthetic_dir)

@@ -55,7 +55,9 @@ def _panda(
 
     model = _require_denoiser(model_dir)
     config = params.sampler_config()
-    synth = DiffusionSynthesizer(model, config, params.seed, params.window_mode, device, mixed_precision)
+    synth = DiffusionSynthesizer(
+        model, config, params.seed, params.window_mode, device, mixed_precision, params.enlarge
+    )
     user_masks: list[np.ndarray] | None = None
     real_contrasts: dict[str, list[float | None]] = {}  # per defect type, its gen_train examples'
 
