@@ -50,9 +50,15 @@ def aggregate(runs: Sequence[RunResult]) -> list[dict]:
     return rows
 
 
+def _joined(values: Sequence) -> str:
+    return ", ".join(map(str, values))
+
+
 def _cell(row: dict, key: str, digits: int = 3) -> str:
     if key not in row or (isinstance(row[key], float) and math.isnan(row[key])):
         return "-"
+    if row.get("n_seeds") == 1:  # no spread to show
+        return f"{row[key]:.{digits}f}"
     return f"{row[key]:.{digits}f} ± {row.get(key + '_std', 0.0):.{digits}f}"
 
 
@@ -74,13 +80,15 @@ def to_markdown(rows: Sequence[dict], title: str, setting: str) -> str:
         "",
     ]
     cols = HEADLINE + POOLED
+    n_seeds = max(r["n_seeds"] for r in rows)  # a row with fewer (--finished-only) names its seeds
     lines += [
         "| method | seeds | " + " | ".join(cols) + " | synth s/img | train s |",
         "|---" * (len(cols) + 4) + "|",
     ]
     for r in rows:
         cells = [_cell(r, c) for c in cols] + [_cell(r, "seconds_per_image", 4), _cell(r, "train_seconds", 0)]
-        lines.append(f"| {r['method']} | {r['n_seeds']} | " + " | ".join(cells) + " |")
+        seeds = r["n_seeds"] if r["n_seeds"] == n_seeds else f"{r['n_seeds']} (seed {_joined(r['seeds'])})"
+        lines.append(f"| {r['method']} | {seeds} | " + " | ".join(cells) + " |")
     for metric in ("pixel_auroc", "pixel_ap"):
         types = defect_types(rows)
         lines += [

@@ -109,6 +109,11 @@ def read_benchmark_config(path: Path) -> tuple[str, list[int], tuple[str, ...], 
 )
 @click.option("--rerun", is_flag=True, help="Run again even when an experiment of the same name exists.")
 @click.option(
+    "--finished-only",
+    is_flag=True,
+    help="Run nothing: write the tables from the experiments that have finished (each row lists its seeds).",
+)
+@click.option(
     "--config",
     "config_path",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -122,6 +127,7 @@ def benchmark(
     seeds: str,
     sets: tuple[str, ...],
     rerun: bool,
+    finished_only: bool,
     config_path: Path | None,
 ) -> None:
     """Run methods x seeds as DVC experiments and write reports/benchmark/<name>.md/.json."""
@@ -137,7 +143,11 @@ def benchmark(
         for seed in seed_list:
             exp = f"bench-{dataset}-{name}-s{seed}"
             existing = exp_ref(exp)
-            if rerun or existing is None:
+            if finished_only:
+                if existing is None:
+                    click.echo(f"{exp} has not run; left out")
+                    continue
+            elif rerun or existing is None:
                 if existing is not None:
                     # not `dvc exp run -f`: that also forces every stage to rerun, bypassing the run
                     # cache (each panda ablation would fine-tune its denoiser again)
@@ -164,6 +174,8 @@ def benchmark(
             runs.append(
                 RunResult(name, seed, {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
             )
+    if not runs:
+        raise PandaError("no experiment of this benchmark has finished yet; run it without --finished-only")
     rows = aggregate(runs)
     out = REPORTS_DIR / "benchmark"
     setting = (

@@ -60,7 +60,7 @@ def test_validation_rows_get_their_own_table_and_are_not_a_defect_type():
         )
     ]
     md = to_markdown(aggregate(runs), "Benchmark: x", "setting")
-    assert "## Validation" in md and "| panda | 0.800 ± 0.000 | 0.300 ± 0.000 | - | - |" in md
+    assert "## Validation" in md and "| panda | 0.800 | 0.300 | - | - |" in md  # one seed: no spread
     assert "| method | crack |" in md  # "val" is no defect type
     assert "## Validation" not in to_markdown(aggregate([RunResult("a", 0, {"pixel_ap": 0.1})]), "x", "y")
 
@@ -116,3 +116,11 @@ def test_benchmark_writes_tables_and_each_methods_pairs_from_finished_experiment
     assert figure.shape[1] == 50  # the widest panel: panda's seed-0 grid, not a seed-1 one
     assert figure.shape[0] == 2 * (14 + 20 + 4)  # real's and panda's seed-0 grids, each under a label
     assert (figure[14:34, :30] == 0).all() and (figure[52:72] == 80).all()
+    _git(tmp_path, "update-ref", "-d", "refs/exps/aa/base/bench-demo-panda-s1")
+    args = ["benchmark", "--method", "real", "--method", "panda", "--seeds", "0,1,2", "--finished-only"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0 and "running" not in result.output, result.output
+    assert "bench-demo-panda-s1 has not run; left out" in result.output
+    table = (tmp_path / "reports/benchmark/demo.md").read_text()
+    assert "| real | 2 | - | 0.150 ± 0.071 |" in table
+    assert "| panda | 1 (seed 0) | - | 0.300 | " in table  # fewer seeds than the rest, and no spread
