@@ -132,7 +132,11 @@ class DiffusionSynthesizer:
             )
         out = out.float().cpu()
         gen = ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-        shrunk = ((background.float().cpu() + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+        shrunk = (  # the windows the sampler started from, needed only to enlarge its change
+            ((background.float().cpu() + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+            if self.enlarge == "residual"
+            else [None] * len(gen)
+        )
         results = []
         for image, mask, (top, left, side), g, low in zip(images, masks, boxes, gen, shrunk, strict=True):
             if g.shape[0] == side:
