@@ -25,6 +25,8 @@ POOLED = ["pooled_pixel_auroc", "pooled_pixel_ap", "pooled_image_auroc"]
 COST = ["seconds_per_image", "train_seconds"]
 PER_TYPE = ["pixel_auroc", "pixel_ap", "image_auroc", "miou"]
 VALIDATION = [f"val_{k}" for k in VALIDATION_KEYS]
+PAIRED_WITH = ("real", "real+draem")  # the rows a user compares a synthesizer against, where present
+PAIRED = ["pixel_ap", "miou", "val_pixel_ap", "val_miou"]
 
 
 @dataclass
@@ -50,6 +52,44 @@ def aggregate(runs: Sequence[RunResult]) -> list[dict]:
     return rows
 
 
+def paired_differences(runs: Sequence[RunResult], reference: str, keys: Sequence[str] = PAIRED) -> list[dict]:
+    """Per method, its difference from `reference` run by run on the seeds both have.
+
+    Why: one seed fixes the denoiser, the segmenter's initialisation and its batches for every row,
+    so much of a row's seed-to-seed spread is shared; the same-seed difference is the method's own
+    effect. Each row: `<key>` = mean difference, `<key>_std` = its sample std, `<key>_ahead` = how
+    many seeds the method is ahead on, `n_seeds` = seeds compared."""
+    by_seed = {r.seed: r.metrics for r in runs if r.method == reference}
+    rows: dict[str, dict] = {}
+    for run in runs:
+        if run.method == reference or run.seed not in by_seed:
+            continue
+        row = rows.setdefault(run.method, {"method": run.method, "seeds": [], "diffs": {k: [] for k in keys}})
+        row["seeds"].append(run.seed)
+        for key in keys:
+            if key in run.metrics and key in by_seed[run.seed]:
+                row["diffs"][key].append(run.metrics[key] - by_seed[run.seed][key])
+    out = []
+    for row in rows.values():
+        summary: dict = {"method": row["method"], "n_seeds": len(row["seeds"]), "seeds": sorted(row["seeds"])}
+        for key, diffs in row.pop("diffs").items():
+            if diffs:
+                values = pd.Series(diffs)
+                summary[key] = float(values.mean())
+                summary[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+                summary[f"{key}_ahead"] = int((values > 0).sum())
+                summary[f"{key}_n"] = len(values)
+        out.append(summary)
+    return out
+
+
+def _paired_cell(row: dict, key: str) -> str:
+    if key not in row:
+        return "-"
+    spread = f" ± {row[key + '_std']:.3f}" if row[key + "_n"] > 1 else ""
+    return f"{row[key]:+.3f}{spread} ({row[key + '_ahead']}/{row[key + '_n']})"
+
+
 def _joined(values: Sequence) -> str:
     return ", ".join(map(str, values))
 
@@ -68,8 +108,11 @@ def defect_types(rows: Sequence[dict]) -> list[str]:
     )
 
 
-def to_markdown(rows: Sequence[dict], title: str, setting: str) -> str:
-    """Headline (macro over defect types), pooled, cost, and per-defect-type tables."""
+def to_markdown(
+    rows: Sequence[dict], title: str, setting: str, paired: dict[str, list[dict]] | None = None
+) -> str:
+    """Headline (macro over defect types), pooled, cost, per-defect-type and validation tables, then
+    `paired` ({reference: paired_differences(...)}): each row's same-seed difference from it."""
     lines = [
         f"# {title}",
         "",
@@ -111,4 +154,19 @@ def to_markdown(rows: Sequence[dict], title: str, setting: str) -> str:
         ]
         for r in scored:
             lines.append(f"| {r['method']} | " + " | ".join(_cell(r, c) for c in VALIDATION) + " |")
+    for reference, diffs in (paired or {}).items():
+        if not diffs:
+            continue
+        lines += [
+            "",
+            f"## Paired with `{reference}`: the same seed's difference",
+            "",
+            f"Mean ± sample std of (row - `{reference}`) over the seeds both ran; "
+            "(k/n): ahead on k of n seeds.",
+            "",
+            "| method | " + " | ".join(PAIRED) + " |",
+            "|---" * (len(PAIRED) + 1) + "|",
+        ]
+        for r in diffs:
+            lines.append(f"| {r['method']} | " + " | ".join(_paired_cell(r, k) for k in PAIRED) + " |")
     return "\n".join(lines) + "\n"

@@ -21,7 +21,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from panda.benchmark import RunResult, aggregate, to_markdown
+from panda.benchmark import PAIRED_WITH, RunResult, aggregate, paired_differences, to_markdown
 from panda.errors import PandaError
 from panda.figures import stack
 from panda.io import write_json
@@ -78,8 +78,11 @@ def _read_png(ref: str, path: str) -> np.ndarray | None:
     return None if data is None else np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
-def read_benchmark_config(path: Path) -> tuple[str, list[int], tuple[str, ...], tuple[str, ...]]:
-    """(name, seeds, overrides, method specs) from a benchmark file; a bad file names what is wrong."""
+def read_benchmark_config(
+    path: Path,
+) -> tuple[str, list[int], tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """(name, seeds, overrides, method specs, rows to pair with) from a benchmark file; a bad file
+    names what is wrong. `paired_with` is optional (default: `real` and `real+draem`)."""
     if not path.is_file():
         raise PandaError(f"--config {path}: no such file (see benchmarks/*.yaml)")
     spec = yaml.safe_load(path.read_text()) or {}
@@ -88,7 +91,12 @@ def read_benchmark_config(path: Path) -> tuple[str, list[int], tuple[str, ...], 
         keys = "name, seeds, overrides, methods"
         raise PandaError(f"{path}: missing key '{missing[0]}' (a benchmark file has {keys})")
     methods = tuple(f"{name}:{';'.join(sets)}" if sets else name for name, sets in spec["methods"].items())
-    return str(spec["name"]), [int(s) for s in spec["seeds"]], tuple(spec["overrides"]), methods
+    paired_with = tuple(str(m) for m in spec.get("paired_with", ()))
+    unknown = [m for m in paired_with if m not in spec["methods"]]
+    if unknown:
+        raise PandaError(f"{path}: paired_with names '{unknown[0]}', which is not one of its methods")
+    paired_with = paired_with or tuple(m for m in PAIRED_WITH if m in spec["methods"])
+    return str(spec["name"]), [int(s) for s in spec["seeds"]], tuple(spec["overrides"]), methods, paired_with
 
 
 @click.command("benchmark")
@@ -134,8 +142,9 @@ def benchmark(
     _, data, _ = read_sections(params_path)
     dataset = next((s.split("=", 1)[1] for s in sets if s.startswith("data.dataset=")), data.dataset)
     seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    paired_with = PAIRED_WITH
     if config_path is not None:
-        dataset, seed_list, sets, methods = read_benchmark_config(config_path)
+        dataset, seed_list, sets, methods, paired_with = read_benchmark_config(config_path)
     runs: list[RunResult] = []
     pairs: list[tuple[str, np.ndarray]] = []  # each method's synthesis grid, first seed
     for spec in methods:
@@ -177,6 +186,8 @@ def benchmark(
     if not runs:
         raise PandaError("no experiment of this benchmark has finished yet; run it without --finished-only")
     rows = aggregate(runs)
+    present = {r.method for r in runs}
+    paired = {ref: paired_differences(runs, ref) for ref in paired_with if ref in present}
     out = REPORTS_DIR / "benchmark"
     setting = (
         "Setting: `" + " ".join(f"-S {s}" for s in sets) + f"`, seeds {seed_list}."
@@ -189,12 +200,13 @@ def benchmark(
             "overrides": list(sets),
             "seeds": seed_list,
             "rows": rows,
+            "paired": paired,
             "runs": [r.__dict__ for r in runs],
         },
         out / f"{dataset}.json",
     )
     if pairs:
         stack(pairs, out / f"{dataset}-pairs.png")
-    md = to_markdown(rows, f"Benchmark: {dataset}", setting)
+    md = to_markdown(rows, f"Benchmark: {dataset}", setting, paired)
     (out / f"{dataset}.md").write_text(md)
     click.echo(md)

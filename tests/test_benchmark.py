@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from panda.benchmark import RunResult, aggregate, to_markdown
+from panda.benchmark import RunResult, aggregate, paired_differences, to_markdown
 
 
 def test_aggregate_mean_and_spread_per_method():
@@ -21,6 +21,28 @@ def test_aggregate_mean_and_spread_per_method():
     md = to_markdown(rows, "Benchmark: x", "setting")
     assert "| real | 2 | 0.850 ± 0.071 | 0.300 ± 0.141 |" in md
     assert "## pixel_auroc per defect type" in md and "| crack |" in md
+
+
+def test_paired_differences_compare_the_same_seed_and_count_the_seeds_ahead():
+    """A shared seed effect cancels: panda is 0.05 ahead of real on each seed although the seeds
+    spread by 0.3; a seed only one row ran is left out."""
+    runs = [
+        RunResult("real", 0, {"pixel_ap": 0.2, "miou": 0.5}),
+        RunResult("real", 1, {"pixel_ap": 0.5, "miou": 0.6}),
+        RunResult("panda", 0, {"pixel_ap": 0.25, "miou": 0.45}),
+        RunResult("panda", 1, {"pixel_ap": 0.55, "miou": 0.62}),
+        RunResult("panda", 2, {"pixel_ap": 0.9, "miou": 0.9}),
+        RunResult("draem", 1, {"pixel_ap": 0.4}),
+    ]
+    panda, draem = paired_differences(runs, "real")
+    assert panda["method"] == "panda" and panda["seeds"] == [0, 1]
+    assert panda["pixel_ap"] == pytest.approx(0.05) and panda["pixel_ap_std"] == pytest.approx(0.0, abs=1e-9)
+    assert panda["pixel_ap_ahead"] == 2 and panda["miou_ahead"] == 1
+    assert draem["pixel_ap"] == pytest.approx(-0.1) and "miou" not in draem
+    md = to_markdown(aggregate(runs), "Benchmark: x", "setting", {"real": [panda, draem]})
+    assert "## Paired with `real`" in md
+    assert "| panda | +0.050 ± 0.000 (2/2) | -0.015 ± 0.049 (1/2) | - | - |" in md
+    assert "| draem | -0.100 (0/1) | - | - | - |" in md
 
 
 def _git(root, *args: str, date: str = "2026-01-01T00:00:00") -> str:
@@ -111,6 +133,7 @@ def test_benchmark_writes_tables_and_each_methods_pairs_from_finished_experiment
     assert "running" not in result.output  # nothing was run again
     table = json.loads((tmp_path / "reports/benchmark/demo.json").read_text())
     assert [r["method"] for r in table["rows"]] == ["real", "panda"]
+    assert table["paired"]["real"][0]["pixel_ap"] == pytest.approx(0.2)  # panda - real, seed by seed
     assert table["rows"][1]["pixel_ap"] == pytest.approx(0.35)
     figure = np.asarray(Image.open(tmp_path / "reports/benchmark/demo-pairs.png"))
     assert figure.shape[1] == 50  # the widest panel: panda's seed-0 grid, not a seed-1 one
@@ -124,3 +147,18 @@ def test_benchmark_writes_tables_and_each_methods_pairs_from_finished_experiment
     table = (tmp_path / "reports/benchmark/demo.md").read_text()
     assert "| real | 2 | - | 0.150 ± 0.071 |" in table
     assert "| panda | 1 (seed 0) | - | 0.300 | " in table  # fewer seeds than the rest, and no spread
+
+
+def test_benchmark_file_pairs_with_real_rows_by_default_or_the_rows_it_names(tmp_path):
+    from panda.errors import PandaError
+    from stages.benchmark import read_benchmark_config
+
+    path = tmp_path / "b.yaml"
+    base = "name: b\nseeds: [0]\noverrides: []\nmethods: {real: [], panda: [], real+panda: []}\n"
+    path.write_text(base)
+    assert read_benchmark_config(path)[4] == ("real",)
+    path.write_text(base + "paired_with: [panda]\n")
+    assert read_benchmark_config(path)[4] == ("panda",)
+    path.write_text(base + "paired_with: [draem]\n")
+    with pytest.raises(PandaError, match="paired_with names 'draem'"):
+        read_benchmark_config(path)
