@@ -108,6 +108,13 @@ def defect_types(rows: Sequence[dict]) -> list[str]:
     )
 
 
+def _section(title: str, columns: Sequence[str], cells: dict[str, list[str]], note: str = "") -> list[str]:
+    """A `## title` table, one line per method: its cells under `columns`."""
+    lines = ["", f"## {title}", ""] + ([note, ""] if note else [])
+    lines += ["| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    return lines + [f"| {method} | " + " | ".join(row) + " |" for method, row in cells.items()]
+
+
 def to_markdown(
     rows: Sequence[dict], title: str, setting: str, paired: dict[str, list[dict]] | None = None
 ) -> str:
@@ -132,41 +139,20 @@ def to_markdown(
         cells = [_cell(r, c) for c in cols] + [_cell(r, "seconds_per_image", 4), _cell(r, "train_seconds", 0)]
         seeds = r["n_seeds"] if r["n_seeds"] == n_seeds else f"{r['n_seeds']} (seed {_joined(r['seeds'])})"
         lines.append(f"| {r['method']} | {seeds} | " + " | ".join(cells) + " |")
+    types = defect_types(rows)
     for metric in ("pixel_auroc", "pixel_ap"):
-        types = defect_types(rows)
-        lines += [
-            "",
-            f"## {metric} per defect type",
-            "",
-            "| method | " + " | ".join(types) + " |",
-            "|---" * (len(types) + 1) + "|",
-        ]
-        for r in rows:
-            lines.append(f"| {r['method']} | " + " | ".join(_cell(r, f"{t}_{metric}") for t in types) + " |")
-    scored = [r for r in rows if "val_pixel_ap" in r]
+        cells = {r["method"]: [_cell(r, f"{t}_{metric}") for t in types] for r in rows}
+        lines += _section(f"{metric} per defect type", types, cells)
+    scored = {r["method"]: [_cell(r, c) for c in VALIDATION] for r in rows if "val_pixel_ap" in r}
     if scored:
-        lines += [
-            "",
-            "## Validation: gen_train defects with the train normals (not the test split)",
-            "",
-            "| method | " + " | ".join(VALIDATION) + " |",
-            "|---" * (len(VALIDATION) + 1) + "|",
-        ]
-        for r in scored:
-            lines.append(f"| {r['method']} | " + " | ".join(_cell(r, c) for c in VALIDATION) + " |")
+        title = "Validation: gen_train defects with the train normals (not the test split)"
+        lines += _section(title, VALIDATION, scored)
     for reference, diffs in (paired or {}).items():
-        if not diffs:
-            continue
-        lines += [
-            "",
-            f"## Paired with `{reference}`: the same seed's difference",
-            "",
-            f"Mean ± sample std of (row - `{reference}`) over the seeds both ran; "
-            "(k/n): ahead on k of n seeds.",
-            "",
-            "| method | " + " | ".join(PAIRED) + " |",
-            "|---" * (len(PAIRED) + 1) + "|",
-        ]
-        for r in diffs:
-            lines.append(f"| {r['method']} | " + " | ".join(_paired_cell(r, k) for k in PAIRED) + " |")
+        if diffs:
+            note = (
+                f"Mean ± sample std of (row - `{reference}`) over the seeds both ran; "
+                "(k/n): ahead on k of n seeds."
+            )
+            cells = {r["method"]: [_paired_cell(r, k) for k in PAIRED] for r in diffs}
+            lines += _section(f"Paired with `{reference}`: the same seed's difference", PAIRED, cells, note)
     return "\n".join(lines) + "\n"
