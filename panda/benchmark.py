@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
+import yaml
 
 from panda.evaluate import VALIDATION_KEYS
 
@@ -50,6 +51,39 @@ def aggregate(runs: Sequence[RunResult]) -> list[dict]:
             row[f"{col}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
         rows.append(row)
     return rows
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out |= _flatten(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+YAML11_BOOLS = {"yes": True, "on": True, "true": True, "no": False, "off": False, "false": False}
+
+
+def _leaf(value: object) -> object:
+    """A param value as YAML 1.1 reads it: DVC rewrites params.yaml as YAML 1.2, unquoting "no"."""
+    return YAML11_BOOLS.get(value.lower(), value) if isinstance(value, str) else value
+
+
+def params_drift(run_params: dict, current: dict, sets: Sequence[str]) -> list[str]:
+    """The params an experiment ran with that differ from what it would run with now: `current`
+    (params.yaml) with the `-S key=value` overrides `sets` applied, values read as YAML, as DVC does.
+
+    Why: a benchmark reuses an experiment by name, so a changed default (say `synth.only_windows`)
+    would otherwise keep showing runs made under the old one. A key only one side has is not drift:
+    options are added with defaults that keep the old behaviour."""
+    want = _flatten(current)
+    for item in sets:
+        key, _, raw = item.partition("=")
+        want[key] = yaml.safe_load(raw)
+    ran = _flatten(run_params)
+    return sorted(k for k in ran.keys() & want.keys() if _leaf(ran[k]) != _leaf(want[k]))
 
 
 def paired_differences(runs: Sequence[RunResult], reference: str, keys: Sequence[str] = PAIRED) -> list[dict]:

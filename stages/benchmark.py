@@ -21,7 +21,14 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from panda.benchmark import PAIRED_WITH, RunResult, aggregate, paired_differences, to_markdown
+from panda.benchmark import (
+    PAIRED_WITH,
+    RunResult,
+    aggregate,
+    paired_differences,
+    params_drift,
+    to_markdown,
+)
 from panda.errors import PandaError
 from panda.figures import stack
 from panda.io import write_json
@@ -76,6 +83,21 @@ def _read_json(ref: str, path: str) -> dict:
 def _read_png(ref: str, path: str) -> np.ndarray | None:
     data = _git_show(ref, path)
     return None if data is None else np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def code_drift(ref: str, dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:
+    """Pipeline code (the git-tracked deps of dvc.yaml's stages) that differs between experiment
+    `ref` and the workspace: its results may no longer be what the code gives (or may be, when a
+    change kept the outputs; --rerun decides)."""
+    if not dvc_yaml.is_file():
+        return []
+    stages = (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages", {})
+    deps = sorted({d for stage in stages.values() for d in stage.get("deps", []) if isinstance(d, str)})
+    tracked = subprocess.run(["git", "ls-files", "--", *deps], capture_output=True, text=True).stdout.split()
+    if not tracked:
+        return []
+    out = subprocess.run(["git", "diff", "--name-only", ref, "--", *tracked], capture_output=True, text=True)
+    return out.stdout.split()
 
 
 def read_benchmark_config(
@@ -145,30 +167,46 @@ def benchmark(
     paired_with = PAIRED_WITH
     if config_path is not None:
         dataset, seed_list, sets, methods, paired_with = read_benchmark_config(config_path)
+    current = yaml.safe_load(Path(params_path).read_text()) or {}
     runs: list[RunResult] = []
     pairs: list[tuple[str, np.ndarray]] = []  # each method's synthesis grid, first seed
     for spec in methods:
         name, method_sets = _parse_method(spec)
         for seed in seed_list:
             exp = f"bench-{dataset}-{name}-s{seed}"
+            seed_sets = [f"synth.seed={seed}", f"train.seed={seed}", f"finetune.seed={seed}"]
+            run_sets = [*sets, *method_sets, *seed_sets]
             existing = exp_ref(exp)
+            drift = []
+            if existing is not None:
+                ran = yaml.safe_load(_git_show(existing, "params.yaml") or b"") or {}
+                drift = params_drift(ran, current, run_sets)
             if finished_only:
                 if existing is None:
                     click.echo(f"{exp} has not run; left out")
                     continue
-            elif rerun or existing is None:
+                if drift:
+                    click.echo(f"{exp} ran with other params ({', '.join(drift)}); left out")
+                    continue
+            elif rerun or existing is None or drift:
+                if drift:
+                    click.echo(f"{exp} ran with other params ({', '.join(drift)}); running it again")
                 if existing is not None:
                     # not `dvc exp run -f`: that also forces every stage to rerun, bypassing the run
                     # cache (each panda ablation would fine-tune its denoiser again)
                     subprocess.run(["dvc", "exp", "remove", exp], capture_output=True)
-                seed_sets = [f"synth.seed={seed}", f"train.seed={seed}", f"finetune.seed={seed}"]
                 cmd = ["dvc", "exp", "run", "--temp", "-n", exp]
-                for s in [*sets, *method_sets, *seed_sets]:
+                for s in run_sets:
                     cmd += ["-S", s]
                 click.echo(f"running {exp}: {' '.join(cmd)}")
                 if subprocess.run(cmd).returncode != 0:
                     raise PandaError(
                         f"experiment {exp} failed; see the output above, fix, and run the benchmark again"
+                    )
+            if existing is not None and not drift and (finished_only or not rerun):
+                if changed := code_drift(existing):
+                    click.echo(
+                        f"{exp}: reused; made on other pipeline code ({len(changed)} files); --rerun redoes"
                     )
             ref = exp_ref(exp)
             if ref is None:

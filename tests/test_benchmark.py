@@ -45,6 +45,18 @@ def test_paired_differences_compare_the_same_seed_and_count_the_seeds_ahead():
     assert "| draem | -0.100 (0/1) | - | - | - |" in md
 
 
+def test_params_drift_names_changed_keys_but_not_overridden_added_or_unquoted_ones():
+    from panda.benchmark import params_drift
+
+    current = {"synth": {"method": "panda", "pma_steps": 16, "only": [[0.7, 0.8]]}, "compute": {"mp": "no"}}
+    ran = {"synth": {"method": "real", "pma_steps": 16, "only": []}, "compute": {"mp": False}}
+    assert params_drift(ran, current, ["synth.method=real"]) == ["synth.only"]
+    assert params_drift(ran, current, ["synth.method=real", "synth.only=[]"]) == []
+    assert params_drift(ran, current, ["synth.method=draem", "synth.only=[]"]) == ["synth.method"]
+    current["synth"]["new_option"] = 1  # added since the run: not drift
+    assert params_drift(ran, current, ["synth.method=real", "synth.only=[]"]) == []
+
+
 def _git(root, *args: str, date: str = "2026-01-01T00:00:00") -> str:
     import subprocess
 
@@ -107,19 +119,23 @@ def test_the_validation_split_is_gen_train_defects_with_train_normals_of_one_cat
 def test_benchmark_writes_tables_and_each_methods_pairs_from_finished_experiments(tmp_path, monkeypatch):
     """Experiments that exist are read, not rerun: metrics into the tables, seed 0's grid into the figure."""
     import json
-    import shutil
     from pathlib import Path
 
     import numpy as np
+    import yaml
     from click.testing import CliRunner
     from PIL import Image
 
     from stages.cli import cli
 
-    shutil.copy(Path(__file__).parents[1] / "params.yaml", tmp_path / "params.yaml")
+    params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
     _git(tmp_path, "init", "-q")
     (tmp_path / "reports/figures").mkdir(parents=True)
     for shade, (method, seed) in enumerate([("real", 0), ("real", 1), ("panda", 0), ("panda", 1)]):
+        ran = yaml.safe_load(yaml.safe_dump(params))  # what `dvc exp run -S ...` commits
+        ran["synth"] |= {"method": method, "seed": seed}
+        ran["train"]["seed"] = ran["finetune"]["seed"] = seed
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(ran))
         grid = np.full((20, 30 + 10 * shade, 3), 40 * shade, np.uint8)
         Image.fromarray(grid).save(tmp_path / "reports/figures/synthetic_samples.png")
         metrics = {"pixel_ap": 0.1 * (shade + 1), "crack_pixel_ap": 0.5}
@@ -127,6 +143,7 @@ def test_benchmark_writes_tables_and_each_methods_pairs_from_finished_experiment
         _git(tmp_path, "add", "-A")
         _git(tmp_path, "commit", "-q", "-m", f"{method} {seed}", "--no-gpg-sign")
         _git(tmp_path, "update-ref", f"refs/exps/aa/base/bench-demo-{method}-s{seed}", "HEAD")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(cli, ["benchmark", "--method", "real", "--method", "panda", "--seeds", "0,1"])
     assert result.exit_code == 0, result.output
@@ -147,6 +164,11 @@ def test_benchmark_writes_tables_and_each_methods_pairs_from_finished_experiment
     table = (tmp_path / "reports/benchmark/demo.md").read_text()
     assert "| real | 2 | - | 0.150 ± 0.071 |" in table
     assert "| panda | 1 (seed 0) | - | 0.300 | " in table  # fewer seeds than the rest, and no spread
+    params["synth"]["pma_steps"] += 1  # a changed default: every run made before it is out of date
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = CliRunner().invoke(cli, args)
+    assert "bench-demo-real-s0 ran with other params (synth.pma_steps); left out" in result.output
+    assert result.exit_code != 0 and "no experiment of this benchmark has finished" in result.output
 
 
 def test_benchmark_file_pairs_with_real_rows_by_default_or_the_rows_it_names(tmp_path):
@@ -162,3 +184,20 @@ def test_benchmark_file_pairs_with_real_rows_by_default_or_the_rows_it_names(tmp
     path.write_text(base + "paired_with: [draem]\n")
     with pytest.raises(PandaError, match="paired_with names 'draem'"):
         read_benchmark_config(path)
+
+
+def test_code_drift_lists_pipeline_code_changed_since_an_experiment(tmp_path, monkeypatch):
+    from stages.benchmark import code_drift
+
+    (tmp_path / "dvc.yaml").write_text("stages:\n  s:\n    cmd: x\n    deps: [a.py, data/raw]\n")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "notes.md").write_text("n\n")
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", "-A")
+    _git(tmp_path, "commit", "-q", "-m", "run", "--no-gpg-sign")
+    monkeypatch.chdir(tmp_path)
+    assert code_drift("HEAD") == []
+    (tmp_path / "notes.md").write_text("not pipeline code\n")
+    assert code_drift("HEAD") == []
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert code_drift("HEAD") == ["a.py"]
