@@ -1,4 +1,5 @@
-"""Aggregate benchmark runs (one per method and seed) into mean +- spread tables (markdown + JSON)."""
+"""Aggregate benchmark runs (one per method and seed) into mean +- spread and same-seed paired tables
+(markdown + JSON), and tell a reusable run from one made with other params."""
 
 from __future__ import annotations
 
