@@ -85,18 +85,23 @@ def _read_png(ref: str, path: str) -> np.ndarray | None:
     return None if data is None else np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
-def code_drift(ref: str, dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:
-    """Pipeline code (the git-tracked deps of dvc.yaml's stages) that differs between experiment
-    `ref` and the workspace: its results may no longer be what the code gives (or may be, when a
-    change kept the outputs; --rerun decides)."""
+def pipeline_code(dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:
+    """The git-tracked deps of dvc.yaml's stages: the code whose change can change a run's results."""
     if not dvc_yaml.is_file():
         return []
     stages = (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages", {})
     deps = sorted({d for stage in stages.values() for d in stage.get("deps", []) if isinstance(d, str)})
-    tracked = subprocess.run(["git", "ls-files", "--", *deps], capture_output=True, text=True).stdout.split()
-    if not tracked:
+    return subprocess.run(["git", "ls-files", "--", *deps], capture_output=True, text=True).stdout.split()
+
+
+def code_drift(ref: str, code: list[str] | None = None) -> list[str]:
+    """Pipeline code (`code`, default `pipeline_code()`) that differs between experiment `ref` and
+    the workspace: its results may no longer be what the code gives (or may be, when a change kept
+    the outputs; --rerun decides)."""
+    code = pipeline_code() if code is None else code
+    if not code:
         return []
-    out = subprocess.run(["git", "diff", "--name-only", ref, "--", *tracked], capture_output=True, text=True)
+    out = subprocess.run(["git", "diff", "--name-only", ref, "--", *code], capture_output=True, text=True)
     return out.stdout.split()
 
 
@@ -168,6 +173,7 @@ def benchmark(
     if config_path is not None:
         dataset, seed_list, sets, methods, paired_with = read_benchmark_config(config_path)
     current = yaml.safe_load(Path(params_path).read_text()) or {}
+    code = pipeline_code()  # listed once: each reused run is diffed against it
     runs: list[RunResult] = []
     pairs: list[tuple[str, np.ndarray]] = []  # each method's synthesis grid, first seed
     for spec in methods:
@@ -204,7 +210,7 @@ def benchmark(
                         f"experiment {exp} failed; see the output above, fix, and run the benchmark again"
                     )
             if existing is not None and not drift and (finished_only or not rerun):
-                if changed := code_drift(existing):
+                if changed := code_drift(existing, code):
                     click.echo(
                         f"{exp}: reused; made on other pipeline code ({len(changed)} files); --rerun redoes"
                     )
