@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 import yaml
@@ -33,9 +33,14 @@ PAIRED = ["pixel_ap", "miou", "val_pixel_ap", "val_miou"]
 
 @dataclass
 class RunResult:
+    """One (method, seed) run: its metrics, the `-S` overrides it ran with and a digest of the
+    pipeline code that made it (None where it was not recorded)."""
+
     method: str
     seed: int
     metrics: dict[str, float]
+    sets: list[str] = field(default_factory=list)
+    code: str | None = None
 
 
 def aggregate(runs: Sequence[RunResult]) -> list[dict]:
@@ -72,6 +77,15 @@ def _leaf(value: object) -> object:
     return YAML11_BOOLS.get(value.lower(), value) if isinstance(value, str) else value
 
 
+def with_sets(params: dict, sets: Sequence[str]) -> dict[str, object]:
+    """`params` flattened to dotted keys with `-S key=value` overrides applied, values read as YAML."""
+    out = _flatten(params)
+    for item in sets:
+        key, _, raw = item.partition("=")
+        out[key] = yaml.safe_load(raw)
+    return out
+
+
 def params_drift(run_params: dict, current: dict, sets: Sequence[str]) -> list[str]:
     """The params an experiment ran with that differ from what it would run with now: `current`
     (params.yaml) with the `-S key=value` overrides `sets` applied, values read as YAML, as DVC does.
@@ -79,10 +93,7 @@ def params_drift(run_params: dict, current: dict, sets: Sequence[str]) -> list[s
     Why: a benchmark reuses an experiment by name, so a changed default (say `synth.only_windows`)
     would otherwise keep showing runs made under the old one. A key only one side has is not drift:
     options are added with defaults that keep the old behaviour."""
-    want = _flatten(current)
-    for item in sets:
-        key, _, raw = item.partition("=")
-        want[key] = yaml.safe_load(raw)
+    want = with_sets(current, sets)
     ran = _flatten(run_params)
     return sorted(k for k in ran.keys() & want.keys() if _leaf(ran[k]) != _leaf(want[k]))
 

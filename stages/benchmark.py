@@ -3,12 +3,16 @@
 Each (method, seed) runs as `dvc exp run --temp -n <name> -S ...`, so unchanged stages (download,
 preprocess, finetune) come from DVC's run cache, every run appears in `dvc exp show` and logs to the
 main MLflow store. Existing experiments of the same name are reused, so an interrupted benchmark
-continues where it stopped. The table goes to reports/benchmark/<dataset>.md and .json, each
-method's synthetic pairs beside real defects (first seed) to reports/benchmark/<dataset>-pairs.png.
+continues where it stopped. Experiments live in the repo that ran them (`dvc exp push` shares them);
+where one is not here, its run in the committed report JSON is reused when its params still match,
+so a fresh clone can add rows or seeds to a benchmark without running the others again. The table
+goes to reports/benchmark/<dataset>.md and .json, each method's synthetic pairs beside real defects
+(first seed) to reports/benchmark/<dataset>-pairs.png.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import subprocess
@@ -28,6 +32,7 @@ from panda.benchmark import (
     paired_differences,
     params_drift,
     to_markdown,
+    with_sets,
 )
 from panda.errors import PandaError
 from panda.figures import stack
@@ -105,6 +110,44 @@ def code_drift(ref: str, code: list[str] | None = None) -> list[str]:
     return out.stdout.split()
 
 
+def code_digest(ref: str | None, code: list[str]) -> str | None:
+    """A short digest of the pipeline code `code` as committed in `ref` (the workspace when None):
+    the report keeps it beside each run, where no git ref survives to diff against."""
+    if not code:
+        return None
+    if ref is None:
+        out = subprocess.run(["git", "hash-object", "--", *code], capture_output=True, text=True)
+        blobs = out.stdout.split()
+    else:
+        out = subprocess.run(["git", "ls-tree", "-r", ref, "--", *code], capture_output=True, text=True)
+        found = {line.split("\t", 1)[1]: line.split()[2] for line in out.stdout.splitlines()}
+        blobs = [found.get(path, "-") for path in code]
+    if out.returncode != 0:
+        return None
+    listing = "".join(f"{path} {blob}\n" for path, blob in zip(code, blobs, strict=True))
+    return hashlib.sha256(listing.encode()).hexdigest()[:16]
+
+
+def read_report(path: Path) -> tuple[dict, dict[tuple[str, int], RunResult]]:
+    """The params and the runs of a benchmark report JSON, keyed (method, seed); only runs that
+    recorded their `-S` overrides (and the report its params) can be checked, so only those count."""
+    if not path.is_file():
+        return {}, {}
+    try:
+        report = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise PandaError(f"{path}: not valid JSON ({err}); restore it with `git checkout -- {path}`") from err
+    params = report.get("params")
+    if not isinstance(params, dict):
+        return {}, {}
+    runs = [
+        RunResult(r["method"], int(r["seed"]), r["metrics"], r["sets"], r.get("code"))
+        for r in report.get("runs", [])
+        if isinstance(r.get("sets"), list)
+    ]
+    return params, {(r.method, r.seed): r for r in runs}
+
+
 def read_benchmark_config(
     path: Path,
 ) -> tuple[str, list[int], tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
@@ -173,9 +216,13 @@ def benchmark(
     if config_path is not None:
         dataset, seed_list, sets, methods, paired_with = read_benchmark_config(config_path)
     current = yaml.safe_load(Path(params_path).read_text()) or {}
+    out = REPORTS_DIR / "benchmark"
     code = pipeline_code()  # listed once: each reused run is diffed against it
+    here = code_digest(None, code)
+    report_params, reported = read_report(out / f"{dataset}.json")
     runs: list[RunResult] = []
     pairs: list[tuple[str, np.ndarray]] = []  # each method's synthesis grid, first seed
+    missing_grids = 0
     for spec in methods:
         name, method_sets = _parse_method(spec)
         for seed in seed_list:
@@ -187,6 +234,21 @@ def benchmark(
             if existing is not None:
                 ran = yaml.safe_load(_git_show(existing, "params.yaml") or b"") or {}
                 drift = params_drift(ran, current, run_sets)
+            elif (old := reported.get((name, seed))) is not None and not rerun:
+                if stale := params_drift(with_sets(report_params, old.sets), current, run_sets):
+                    click.echo(f"{exp}: its run in {out / dataset}.json had other params: {', '.join(stale)}")
+                else:
+                    note = (
+                        " (its pipeline code was not recorded)"
+                        if old.code is None
+                        else ""
+                        if old.code == here
+                        else " (made on other pipeline code; --rerun redoes)"
+                    )
+                    click.echo(f"{exp}: no experiment here; its run in {out / dataset}.json reused{note}")
+                    runs.append(RunResult(name, seed, old.metrics, run_sets, old.code))
+                    missing_grids += seed == seed_list[0]
+                    continue
             if finished_only:
                 if existing is None:
                     click.echo(f"{exp} has not run; left out")
@@ -224,15 +286,13 @@ def benchmark(
                 k: v for k, v in _read_json(ref, "reports/synth_metrics.json").items() if k != "method"
             }
             metrics |= _read_json(ref, "reports/train_metrics.json")
-            runs.append(
-                RunResult(name, seed, {k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-            )
+            numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+            runs.append(RunResult(name, seed, numbers, run_sets, code_digest(ref, code)))
     if not runs:
         raise PandaError("no experiment of this benchmark has finished yet; run it without --finished-only")
     rows = aggregate(runs)
     present = {r.method for r in runs}
     paired = {ref: paired_differences(runs, ref) for ref in paired_with if ref in present}
-    out = REPORTS_DIR / "benchmark"
     setting = (
         "Setting: `" + " ".join(f"-S {s}" for s in sets) + f"`, seeds {seed_list}."
         if sets
@@ -243,14 +303,17 @@ def benchmark(
             "dataset": dataset,
             "overrides": list(sets),
             "seeds": seed_list,
+            "params": current,  # each run's params: these with its `sets`
             "rows": rows,
             "paired": paired,
             "runs": [r.__dict__ for r in runs],
         },
         out / f"{dataset}.json",
     )
-    if pairs:
+    if pairs and not (missing_grids and (out / f"{dataset}-pairs.png").is_file()):
         stack(pairs, out / f"{dataset}-pairs.png")
+    elif missing_grids:
+        click.echo(f"{out / dataset}-pairs.png left as it was: {missing_grids} first-seed grids are not here")
     md = to_markdown(rows, f"Benchmark: {dataset}", setting, paired)
     (out / f"{dataset}.md").write_text(md)
     click.echo(md)

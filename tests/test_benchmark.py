@@ -157,6 +157,7 @@ def test_benchmark_writes_tables_and_each_methods_pairs_from_finished_experiment
     assert figure.shape[0] == 2 * (14 + 20 + 4)  # real's and panda's seed-0 grids, each under a label
     assert (figure[14:34, :30] == 0).all() and (figure[52:72] == 80).all()
     _git(tmp_path, "update-ref", "-d", "refs/exps/aa/base/bench-demo-panda-s1")
+    (tmp_path / "reports/benchmark/demo.json").unlink()  # else its panda s1 run would stand in
     args = ["benchmark", "--method", "real", "--method", "panda", "--seeds", "0,1,2", "--finished-only"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0 and "running" not in result.output, result.output
@@ -201,3 +202,75 @@ def test_code_drift_lists_pipeline_code_changed_since_an_experiment(tmp_path, mo
     assert code_drift("HEAD") == []
     (tmp_path / "a.py").write_text("x = 2\n")
     assert code_drift("HEAD") == ["a.py"]
+
+
+def test_a_fresh_clone_reuses_the_reports_runs_whose_params_still_match(tmp_path, monkeypatch):
+    """No refs/exps here (they stay in the repo that ran them): the committed JSON's runs stand in,
+    each checked against today's params; a run with other params or no recorded overrides does not."""
+    import json
+    from pathlib import Path
+
+    import yaml
+    from click.testing import CliRunner
+
+    from stages.benchmark import code_digest
+    from stages.cli import cli
+
+    params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "dvc.yaml").write_text("stages:\n  s:\n    cmd: x\n    deps: [a.py]\n")
+    (tmp_path / "a.py").write_text("x = 1\n")
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", "-A")
+    _git(tmp_path, "commit", "-q", "-m", "code", "--no-gpg-sign")
+    monkeypatch.chdir(tmp_path)
+    made_here = code_digest("HEAD", ["a.py"])
+    assert made_here == code_digest(None, ["a.py"])  # the tree and the workspace agree
+
+    def run(method: str, seed: int, sets: list[str] | None, ap: float) -> dict:
+        seed_sets = [f"synth.seed={seed}", f"train.seed={seed}", f"finetune.seed={seed}"]
+        entry = {"method": method, "seed": seed, "metrics": {"pixel_ap": ap}, "code": made_here}
+        return entry | ({"sets": [*sets, *seed_sets]} if sets is not None else {})
+
+    stale = params | {"train": params["train"] | {"steps": params["train"]["steps"] + 1}}
+    report = {
+        "params": stale,  # written when train.steps was one more: only runs that override it still match
+        "runs": [
+            run("real", 0, ["synth.method=real", f"train.steps={params['train']['steps']}"], 0.4),
+            run("real", 1, ["synth.method=real"], 0.9),  # ran with the old train.steps
+            run("panda", 0, None, 0.1),  # an old report's run: its overrides were not recorded
+        ],
+    }
+    (tmp_path / "reports/benchmark").mkdir(parents=True)
+    (tmp_path / "reports/benchmark/demo.json").write_text(json.dumps(report))
+    args = ["benchmark", "--method", "real:synth.method=real;train.steps=" + str(params["train"]["steps"])]
+    args += ["--method", "real1:synth.method=real", "--method", "panda", "--seeds", "0,1", "--finished-only"]
+    report["runs"].append(run("real1", 0, ["synth.method=real"], 0.7))
+    report["runs"][-1]["code"] = "made-elsewhere"
+    (tmp_path / "reports/benchmark/demo.json").write_text(json.dumps(report))
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert (
+        "bench-demo-real-s0: no experiment here; its run in reports/benchmark/demo.json reused\n"
+        in result.output
+    )
+    assert (
+        "bench-demo-real1-s0: its run in reports/benchmark/demo.json had other params: train.steps"
+        in result.output
+    )
+    assert "bench-demo-panda-s0 has not run; left out" in result.output
+    table = json.loads((tmp_path / "reports/benchmark/demo.json").read_text())
+    assert [(r["method"], r["seed"], r["metrics"]["pixel_ap"]) for r in table["runs"]] == [("real", 0, 0.4)]
+    assert table["runs"][0]["code"] == made_here and table["params"] == params
+    # the rewritten report is itself reusable, and a run made on other code is named as such
+    table["runs"].append(run("real", 1, ["synth.method=real"], 0.6) | {"code": "made-elsewhere"})
+    table["runs"][-1]["sets"][1:1] = [f"train.steps={params['train']['steps']}"]
+    (tmp_path / "reports/benchmark/demo.json").write_text(json.dumps(table))
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert (
+        "bench-demo-real-s1: no experiment here; its run in reports/benchmark/demo.json reused (made on"
+        in result.output
+    )
+    rows = json.loads((tmp_path / "reports/benchmark/demo.json").read_text())["rows"]
+    assert rows[0]["n_seeds"] == 2 and rows[0]["pixel_ap"] == pytest.approx(0.5)
