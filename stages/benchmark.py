@@ -310,10 +310,11 @@ def benchmark(
         },
         out / f"{dataset}.json",
     )
-    if pairs and not (missing_grids and (out / f"{dataset}-pairs.png").is_file()):
-        stack(pairs, out / f"{dataset}-pairs.png")
-    elif missing_grids:
-        click.echo(f"{out / dataset}-pairs.png left as it was: {missing_grids} first-seed grids are not here")
+    grid = out / f"{dataset}-pairs.png"
+    if missing_grids and grid.is_file():
+        click.echo(f"{grid} left as it was: {missing_grids} first-seed grids are not here")
+    elif pairs:
+        stack(pairs, grid)
     md = to_markdown(rows, f"Benchmark: {dataset}", setting, paired)
     (out / f"{dataset}.md").write_text(md)
     click.echo(md)

@@ -266,8 +266,12 @@ def test_a_fresh_clone_reuses_the_reports_runs_whose_params_still_match(tmp_path
     table["runs"].append(run("real", 1, ["synth.method=real"], 0.6) | {"code": "made-elsewhere"})
     table["runs"][-1]["sets"][1:1] = [f"train.steps={params['train']['steps']}"]
     (tmp_path / "reports/benchmark/demo.json").write_text(json.dumps(table))
+    assert not (tmp_path / "reports/benchmark/demo-pairs.png").exists()  # no grid came from a report
+    (tmp_path / "reports/benchmark/demo-pairs.png").write_bytes(b"the committed grid")
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
+    assert (tmp_path / "reports/benchmark/demo-pairs.png").read_bytes() == b"the committed grid"
+    assert "demo-pairs.png left as it was: 1 first-seed grids are not here" in result.output
     assert (
         "bench-demo-real-s1: no experiment here; its run in reports/benchmark/demo.json reused (made on"
         in result.output
