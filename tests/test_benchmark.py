@@ -187,16 +187,22 @@ def test_benchmark_file_pairs_with_real_rows_by_default_or_the_rows_it_names(tmp
         read_benchmark_config(path)
 
 
+def _committed_pipeline(root, monkeypatch, files: dict[str, str]) -> None:
+    """A repo whose one stage runs a.py (and reads the untracked data/raw), committed, made the cwd."""
+    (root / "dvc.yaml").write_text("stages:\n  s:\n    cmd: x\n    deps: [a.py, data/raw]\n")
+    (root / "a.py").write_text("x = 1\n")
+    for name, text in files.items():
+        (root / name).write_text(text)
+    _git(root, "init", "-q")
+    _git(root, "add", "-A")
+    _git(root, "commit", "-q", "-m", "code", "--no-gpg-sign")
+    monkeypatch.chdir(root)
+
+
 def test_code_drift_lists_pipeline_code_changed_since_an_experiment(tmp_path, monkeypatch):
     from stages.benchmark import code_drift
 
-    (tmp_path / "dvc.yaml").write_text("stages:\n  s:\n    cmd: x\n    deps: [a.py, data/raw]\n")
-    (tmp_path / "a.py").write_text("x = 1\n")
-    (tmp_path / "notes.md").write_text("n\n")
-    _git(tmp_path, "init", "-q")
-    _git(tmp_path, "add", "-A")
-    _git(tmp_path, "commit", "-q", "-m", "run", "--no-gpg-sign")
-    monkeypatch.chdir(tmp_path)
+    _committed_pipeline(tmp_path, monkeypatch, {"notes.md": "n\n"})
     assert code_drift("HEAD") == []
     (tmp_path / "notes.md").write_text("not pipeline code\n")
     assert code_drift("HEAD") == []
@@ -217,13 +223,7 @@ def test_a_fresh_clone_reuses_the_reports_runs_whose_params_still_match(tmp_path
     from stages.cli import cli
 
     params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    (tmp_path / "dvc.yaml").write_text("stages:\n  s:\n    cmd: x\n    deps: [a.py]\n")
-    (tmp_path / "a.py").write_text("x = 1\n")
-    _git(tmp_path, "init", "-q")
-    _git(tmp_path, "add", "-A")
-    _git(tmp_path, "commit", "-q", "-m", "code", "--no-gpg-sign")
-    monkeypatch.chdir(tmp_path)
+    _committed_pipeline(tmp_path, monkeypatch, {"params.yaml": yaml.safe_dump(params)})
     made_here = code_digest("HEAD", ["a.py"])
     assert made_here == code_digest(None, ["a.py"])  # the tree and the workspace agree
 
