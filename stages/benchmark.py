@@ -16,7 +16,7 @@ import hashlib
 import io
 import json
 import subprocess
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -128,31 +128,67 @@ def code_digest(ref: str | None, code: list[str]) -> str | None:
     return hashlib.sha256(listing.encode()).hexdigest()[:16]
 
 
-def read_report(path: Path) -> tuple[dict, dict[tuple[str, int], RunResult]]:
-    """The params and the runs of a benchmark report JSON, keyed (method, seed); only runs that
-    recorded their `-S` overrides (and the report its params) can be checked, so only those count."""
+@dataclass
+class ReportedRun:
+    """A run in a committed benchmark JSON, with the params it ran with (flat, dotted keys)."""
+
+    source: Path
+    params: dict
+    run: RunResult
+
+
+def read_report(path: Path) -> list[ReportedRun]:
+    """The runs of a benchmark report JSON; only runs that recorded their `-S` overrides (in a
+    report that recorded its params) can be checked against today's params, so only those count."""
     if not path.is_file():
-        return {}, {}
+        return []
     try:
         report = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise PandaError(f"{path}: not valid JSON ({err}); restore it with `git checkout -- {path}`") from err
     params = report.get("params")
     if not isinstance(params, dict):
-        return {}, {}
-    runs = [
-        RunResult(r["method"], int(r["seed"]), r["metrics"], r["sets"], r.get("code"))
+        return []
+    return [
+        ReportedRun(
+            path,
+            with_sets(params, r["sets"]),
+            RunResult(r["method"], int(r["seed"]), r["metrics"], r["sets"], r.get("code")),
+        )
         for r in report.get("runs", [])
         if isinstance(r.get("sets"), list)
     ]
-    return params, {(r.method, r.seed): r for r in runs}
 
 
-def read_benchmark_config(
-    path: Path,
-) -> tuple[str, list[int], tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-    """(name, seeds, overrides, method specs, rows to pair with) from a benchmark file; a bad file
-    names what is wrong. `paired_with` is optional (default: `real` and `real+draem`)."""
+def find_reported(
+    reported: list[ReportedRun], name: str, seed: int, current: dict, run_sets: list[str]
+) -> tuple[ReportedRun | None, list[str]]:
+    """The reported run that gives what `current` params plus `run_sets` give now: this row's own
+    run first, else any row's of any report read (a run is the same run under another row name).
+    Also the keys in which this row's own reported run, if any, differs (why it is not reused)."""
+    own = [r for r in reported if (r.run.method, r.run.seed) == (name, seed)]
+    stale = params_drift(own[0].params, current, run_sets) if own else []
+    for candidate in [*own, *(r for r in reported if r.run.seed == seed and r not in own)]:
+        if not params_drift(candidate.params, current, run_sets):
+            return candidate, stale
+    return None, stale
+
+
+@dataclass
+class BenchmarkFile:
+    """A committed benchmark (benchmarks/<name>.yaml)."""
+
+    name: str
+    seeds: list[int]
+    overrides: tuple[str, ...]
+    methods: tuple[str, ...]  # NAME or NAME:KEY=VAL;KEY=VAL, as --method takes them
+    paired_with: tuple[str, ...]
+    reuse_from: tuple[str, ...]  # other benchmarks whose reported runs this one may reuse
+
+
+def read_benchmark_config(path: Path) -> BenchmarkFile:
+    """A benchmark file, or an error that names what is wrong in it. `paired_with` (default: `real`
+    and `real+draem`) and `reuse_from` (default: none) are optional."""
     if not path.is_file():
         raise PandaError(f"--config {path}: no such file (see benchmarks/*.yaml)")
     spec = yaml.safe_load(path.read_text()) or {}
@@ -166,7 +202,20 @@ def read_benchmark_config(
     if unknown:
         raise PandaError(f"{path}: paired_with names '{unknown[0]}', which is not one of its methods")
     paired_with = paired_with or tuple(m for m in PAIRED_WITH if m in spec["methods"])
-    return str(spec["name"]), [int(s) for s in spec["seeds"]], tuple(spec["overrides"]), methods, paired_with
+    reuse_from = tuple(str(b) for b in spec.get("reuse_from", ()))
+    for other in reuse_from:
+        if not (REPORTS_DIR / "benchmark" / f"{other}.json").is_file():
+            raise PandaError(
+                f"{path}: reuse_from names '{other}', but reports/benchmark/{other}.json does not exist"
+            )
+    return BenchmarkFile(
+        str(spec["name"]),
+        [int(s) for s in spec["seeds"]],
+        tuple(spec["overrides"]),
+        methods,
+        paired_with,
+        reuse_from,
+    )
 
 
 @click.command("benchmark")
@@ -212,14 +261,16 @@ def benchmark(
     _, data, _ = read_sections(params_path)
     dataset = next((s.split("=", 1)[1] for s in sets if s.startswith("data.dataset=")), data.dataset)
     seed_list = [int(s) for s in seeds.split(",") if s.strip()]
-    paired_with = PAIRED_WITH
+    paired_with, reuse_from = PAIRED_WITH, ()
     if config_path is not None:
-        dataset, seed_list, sets, methods, paired_with = read_benchmark_config(config_path)
+        spec = read_benchmark_config(config_path)
+        dataset, seed_list, sets, methods = spec.name, spec.seeds, spec.overrides, spec.methods
+        paired_with, reuse_from = spec.paired_with, spec.reuse_from
     current = yaml.safe_load(Path(params_path).read_text()) or {}
     out = REPORTS_DIR / "benchmark"
     code = pipeline_code()  # listed once: each reused run is diffed against it
     here = code_digest(None, code)
-    report_params, reported = read_report(out / f"{dataset}.json")
+    reported = [r for b in (dataset, *reuse_from) for r in read_report(out / f"{b}.json")]
     runs: list[RunResult] = []
     pairs: list[tuple[str, np.ndarray]] = []  # each method's synthesis grid, first seed
     missing_grids = 0
@@ -234,10 +285,12 @@ def benchmark(
             if existing is not None:
                 ran = yaml.safe_load(_git_show(existing, "params.yaml") or b"") or {}
                 drift = params_drift(ran, current, run_sets)
-            elif (old := reported.get((name, seed))) is not None and not rerun:
-                if stale := params_drift(with_sets(report_params, old.sets), current, run_sets):
+            elif not rerun:
+                found, stale = find_reported(reported, name, seed, current, run_sets)
+                if stale:
                     click.echo(f"{exp}: its run in {out / dataset}.json had other params: {', '.join(stale)}")
-                else:
+                if found is not None:
+                    old = found.run
                     note = (
                         " (its pipeline code was not recorded)"
                         if old.code is None
@@ -245,7 +298,8 @@ def benchmark(
                         if old.code == here
                         else " (made on other pipeline code; --rerun redoes)"
                     )
-                    click.echo(f"{exp}: no experiment here; its run in {out / dataset}.json reused{note}")
+                    source = f"{found.source}" + ("" if old.method == name else f" (as {old.method})")
+                    click.echo(f"{exp}: no experiment here; its run in {source} reused{note}")
                     runs.append(RunResult(name, seed, old.metrics, run_sets, old.code))
                     missing_grids += seed == seed_list[0]
                     continue

@@ -179,9 +179,9 @@ def test_benchmark_file_pairs_with_real_rows_by_default_or_the_rows_it_names(tmp
     path = tmp_path / "b.yaml"
     base = "name: b\nseeds: [0]\noverrides: []\nmethods: {real: [], panda: [], real+panda: []}\n"
     path.write_text(base)
-    assert read_benchmark_config(path)[4] == ("real",)
+    assert read_benchmark_config(path).paired_with == ("real",)
     path.write_text(base + "paired_with: [panda]\n")
-    assert read_benchmark_config(path)[4] == ("panda",)
+    assert read_benchmark_config(path).paired_with == ("panda",)
     path.write_text(base + "paired_with: [draem]\n")
     with pytest.raises(PandaError, match="paired_with names 'draem'"):
         read_benchmark_config(path)
@@ -260,7 +260,15 @@ def test_a_fresh_clone_reuses_the_reports_runs_whose_params_still_match(tmp_path
     )
     assert "bench-demo-panda-s0 has not run; left out" in result.output
     table = json.loads((tmp_path / "reports/benchmark/demo.json").read_text())
-    assert [(r["method"], r["seed"], r["metrics"]["pixel_ap"]) for r in table["runs"]] == [("real", 0, 0.4)]
+    # real1 wants what real's run (train.steps set back to today's) ran with: the same run, reused
+    assert (
+        "bench-demo-real1-s0: no experiment here; its run in reports/benchmark/demo.json (as real)"
+        in result.output
+    )
+    assert [(r["method"], r["seed"], r["metrics"]["pixel_ap"]) for r in table["runs"]] == [
+        ("real", 0, 0.4),
+        ("real1", 0, 0.4),
+    ]
     assert table["runs"][0]["code"] == made_here and table["params"] == params
     # the rewritten report is itself reusable, and a run made on other code is named as such
     table["runs"].append(run("real", 1, ["synth.method=real"], 0.6) | {"code": "made-elsewhere"})
@@ -271,10 +279,55 @@ def test_a_fresh_clone_reuses_the_reports_runs_whose_params_still_match(tmp_path
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "reports/benchmark/demo-pairs.png").read_bytes() == b"the committed grid"
-    assert "demo-pairs.png left as it was: 1 first-seed grids are not here" in result.output
+    assert "demo-pairs.png left as it was: 2 first-seed grids are not here" in result.output
     assert (
         "bench-demo-real-s1: no experiment here; its run in reports/benchmark/demo.json reused (made on"
         in result.output
     )
     rows = json.loads((tmp_path / "reports/benchmark/demo.json").read_text())["rows"]
     assert rows[0]["n_seeds"] == 2 and rows[0]["pixel_ap"] == pytest.approx(0.5)
+
+
+def test_a_benchmark_reuses_another_reports_run_that_has_the_params_a_row_wants(tmp_path, monkeypatch):
+    """`reuse_from`: a row is the same run as another benchmark's row of another name (say
+    mtd-only's real+panda-only-off and mtd's real+panda-no-only) when the params are the same."""
+    import json
+    from pathlib import Path
+
+    import yaml
+    from click.testing import CliRunner
+
+    from panda.errors import PandaError
+    from stages.benchmark import read_benchmark_config
+    from stages.cli import cli
+
+    params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
+    _committed_pipeline(tmp_path, monkeypatch, {"params.yaml": yaml.safe_dump(params)})
+    (tmp_path / "reports/benchmark").mkdir(parents=True)
+    seed_sets = ["synth.seed=0", "train.seed=0", "finetune.seed=0"]
+    runs = [
+        {
+            "method": "real+panda-no-only",
+            "seed": 0,
+            "metrics": {"pixel_ap": 0.3},
+            "sets": ["x.a=1", *seed_sets],
+        },
+        {"method": "real+panda", "seed": 0, "metrics": {"pixel_ap": 0.2}, "sets": seed_sets},
+    ]
+    (tmp_path / "reports/benchmark/big.json").write_text(json.dumps({"params": params, "runs": runs}))
+    spec = "name: small\nseeds: [0]\noverrides: []\nmethods: {only-off: ['x.a=1']}\n"
+    (tmp_path / "small.yaml").write_text(spec + "reuse_from: [missing]\n")
+    with pytest.raises(PandaError, match="reuse_from names 'missing', but reports/benchmark/missing.json"):
+        read_benchmark_config(tmp_path / "small.yaml")
+    (tmp_path / "small.yaml").write_text(spec + "reuse_from: [big]\n")
+    result = CliRunner().invoke(cli, ["benchmark", "--config", "small.yaml", "--finished-only"])
+    assert result.exit_code == 0, result.output
+    assert (
+        "bench-small-only-off-s0: no experiment here; its run in reports/benchmark/big.json " in result.output
+    )
+    assert "big.json (as real+panda-no-only) reused (its pipeline code was not recorded)" in result.output
+    table = json.loads((tmp_path / "reports/benchmark/small.json").read_text())
+    assert [(r["method"], r["metrics"]["pixel_ap"]) for r in table["runs"]] == [("only-off", 0.3)]
+    (tmp_path / "small.yaml").write_text(spec)  # without reuse_from, big.json is not looked at
+    result = CliRunner().invoke(cli, ["benchmark", "--config", "small.yaml", "--finished-only"])
+    assert result.exit_code == 0 and "reports/benchmark/small.json reused" in result.output  # its own now
