@@ -331,3 +331,16 @@ def test_a_benchmark_reuses_another_reports_run_that_has_the_params_a_row_wants(
     (tmp_path / "small.yaml").write_text(spec)  # without reuse_from, big.json is not looked at
     result = CliRunner().invoke(cli, ["benchmark", "--config", "small.yaml", "--finished-only"])
     assert result.exit_code == 0 and "reports/benchmark/small.json reused" in result.output  # its own now
+
+
+def test_every_committed_benchmark_file_reads_and_writes_the_report_it_is_named_after(monkeypatch):
+    from pathlib import Path
+
+    from stages.benchmark import read_benchmark_config
+
+    root = Path(__file__).parents[1]
+    monkeypatch.chdir(root)  # reuse_from is checked against reports/benchmark/
+    files = sorted((root / "benchmarks").glob("*.yaml"))
+    assert files
+    for path in files:
+        assert read_benchmark_config(path).name == path.stem, path
