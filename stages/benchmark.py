@@ -166,12 +166,11 @@ def find_reported(
     """The reported run that gives what `current` params plus `run_sets` give now: this row's own
     run first, else any row's of any report read (a run is the same run under another row name).
     Also the keys in which this row's own reported run, if any, differs (why it is not reused)."""
-    own = [r for r in reported if (r.run.method, r.run.seed) == (name, seed)]
+    same_seed = sorted((r for r in reported if r.run.seed == seed), key=lambda r: r.run.method != name)
+    own = [r for r in same_seed if r.run.method == name]
     stale = params_drift(own[0].params, current, run_sets) if own else []
-    for candidate in [*own, *(r for r in reported if r.run.seed == seed and r not in own)]:
-        if not params_drift(candidate.params, current, run_sets):
-            return candidate, stale
-    return None, stale
+    found = next((r for r in same_seed if not params_drift(r.params, current, run_sets)), None)
+    return found, stale
 
 
 @dataclass
