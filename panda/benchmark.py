@@ -29,6 +29,9 @@ PER_TYPE = ["pixel_auroc", "pixel_ap", "image_auroc", "miou"]
 VALIDATION = [f"val_{k}" for k in VALIDATION_KEYS]
 PAIRED_WITH = ("real", "real+draem")  # the rows a user compares a synthesizer against, where present
 PAIRED = ["pixel_ap", "miou", "val_pixel_ap", "val_miou"]
+# Read by panda's sampler only (panda.diffusion.sampler.SamplerConfig; a test keeps them equal): a
+# run that synthesizes without panda gives the same results whatever they are.
+SAMPLER_KEYS = ("steps", "sampler", "pma_steps", "only_windows", "inject_background", "guidance_scale")
 
 
 @dataclass
@@ -92,10 +95,14 @@ def params_drift(run_params: dict, current: dict, sets: Sequence[str]) -> list[s
 
     Why: a benchmark reuses an experiment by name, so a changed default (say `synth.only_windows`)
     would otherwise keep showing runs made under the old one. A key only one side has is not drift:
-    options are added with defaults that keep the old behaviour."""
+    options are added with defaults that keep the old behaviour. Nor is a sampler key in a run that
+    does not synthesize with panda (a new sampler default leaves cutpaste's runs as they were)."""
     want = with_sets(current, sets)
     ran = _flatten(run_params)
-    return sorted(k for k in ran.keys() & want.keys() if _leaf(ran[k]) != _leaf(want[k]))
+    keys = ran.keys() & want.keys()
+    if "panda" not in (_leaf(want.get("synth.method")), _leaf(want.get("synth.mix_method"))):
+        keys -= {f"synth.{k}" for k in SAMPLER_KEYS}
+    return sorted(k for k in keys if _leaf(ran[k]) != _leaf(want[k]))
 
 
 def paired_differences(runs: Sequence[RunResult], reference: str, keys: Sequence[str] = PAIRED) -> list[dict]:

@@ -57,6 +57,24 @@ def test_params_drift_names_changed_keys_but_not_overridden_added_or_unquoted_on
     assert params_drift(ran, current, ["synth.method=real", "synth.only=[]"]) == []
 
 
+def test_sampler_keys_are_drift_only_where_panda_synthesizes():
+    from dataclasses import fields
+
+    from panda.benchmark import SAMPLER_KEYS, params_drift
+    from panda.diffusion.sampler import SamplerConfig
+
+    assert SAMPLER_KEYS == tuple(f.name for f in fields(SamplerConfig))
+    current = {"synth": {"method": "panda", "mix_method": None, "inject_background": False}}
+    ran = {"synth": {"method": "cutpaste", "mix_method": None, "inject_background": True}}
+    assert params_drift(ran, current, ["synth.method=cutpaste"]) == []
+    ran["synth"]["method"] = "real"
+    assert params_drift(ran, current, ["synth.method=real"]) == []
+    ran["synth"]["mix_method"] = "panda"
+    assert params_drift(ran, current, ["synth.method=real", "synth.mix_method=panda"]) == ["synth.inject_background"]
+    ran["synth"] |= {"method": "panda", "mix_method": None}
+    assert params_drift(ran, current, []) == ["synth.inject_background"]
+
+
 def _git(root, *args: str, date: str = "2026-01-01T00:00:00") -> str:
     import subprocess
 
@@ -165,10 +183,16 @@ def test_benchmark_writes_tables_and_each_methods_pairs_from_finished_experiment
     table = (tmp_path / "reports/benchmark/demo.md").read_text()
     assert "| real | 2 | - | 0.150 ± 0.071 |" in table
     assert "| panda | 1 (seed 0) | - | 0.300 | " in table  # fewer seeds than the rest, and no spread
-    params["synth"]["pma_steps"] += 1  # a changed default: every run made before it is out of date
+    params["synth"]["pma_steps"] += 1  # a changed sampler default: only panda's runs are out of date
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     result = CliRunner().invoke(cli, args)
-    assert "bench-demo-real-s0 ran with other params (synth.pma_steps); left out" in result.output
+    assert "bench-demo-panda-s0 ran with other params (synth.pma_steps); left out" in result.output
+    assert "bench-demo-real-s0 ran" not in result.output
+    assert "| real | 2 | - | 0.150 ± 0.071 |" in (tmp_path / "reports/benchmark/demo.md").read_text()
+    params["synth"]["n_per_defect"] += 1  # a changed default every method reads: every run is out of date
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = CliRunner().invoke(cli, args)
+    assert "bench-demo-real-s0 ran with other params (synth.n_per_defect); left out" in result.output
     assert result.exit_code != 0 and "no experiment of this benchmark has finished" in result.output
 
 

@@ -50,10 +50,10 @@ def _inputs(n: int = 3, size: int = 16):
 
 
 @pytest.mark.parametrize("kind", ["ddim", "ddpm"])
-@pytest.mark.parametrize("pma_steps", [0, 16, 20])
-def test_outside_mask_equals_background(kind, pma_steps):
+@pytest.mark.parametrize(("pma_steps", "inject"), [(0, True), (16, True), (20, True), (16, False)])
+def test_outside_mask_equals_background(kind, pma_steps, inject):
     background, mask, defect = _inputs()
-    cfg = SamplerConfig(steps=20, sampler=kind, pma_steps=pma_steps)
+    cfg = SamplerConfig(steps=20, sampler=kind, pma_steps=pma_steps, inject_background=inject)
     out = phased_sample(
         StubDenoiser(), _scheduler(kind, 20), background, mask, defect, cfg, torch.Generator().manual_seed(1)
     )
@@ -64,7 +64,7 @@ def test_outside_mask_equals_background(kind, pma_steps):
 
 def test_pma_mask_follows_schedule_step_by_step():
     background, mask, defect = _inputs()
-    cfg = SamplerConfig(steps=20, pma_steps=16, only_windows=[])
+    cfg = SamplerConfig(steps=20, pma_steps=16, only_windows=[], inject_background=True)
     stub, trace = StubDenoiser(), []
     phased_sample(
         stub, _scheduler("ddim", 20), background, mask, defect, cfg, torch.Generator().manual_seed(1), trace
@@ -113,6 +113,21 @@ def test_one_denoiser_call_per_step_per_image(steps):
         stub, _scheduler("ddim", steps), background, mask, defect, cfg, torch.Generator().manual_seed(1)
     )
     assert len(stub.calls) == steps and all(c["n"] == 4 for c in stub.calls)
+
+
+def test_without_background_injection_pma_changes_nothing():
+    background, mask, defect = _inputs()
+    outs, stubs = [], []
+    for pma_steps in (0, 16):
+        stubs.append(StubDenoiser())
+        cfg = SamplerConfig(steps=20, pma_steps=pma_steps, inject_background=False)
+        outs.append(
+            phased_sample(
+                stubs[-1], _scheduler("ddim", 20), background, mask, defect, cfg, torch.Generator().manual_seed(1)
+            )
+        )
+    assert torch.equal(outs[0], outs[1])
+    assert all(torch.equal(c["mask"], mask) for c in stubs[1].calls)  # the hard mask from the first step
 
 
 def test_without_background_injection_only_the_final_paste_aligns():

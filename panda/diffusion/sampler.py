@@ -18,8 +18,11 @@ denoiser makes defects too faint; with DDPM, s = 2 restores their contrast at th
 denoiser call per step (`steps` x 2 calls per image, counted openly). On Magnetic Tile it helps the
 segmenter only without the large Fray/Uneven pairs (reports/benchmark/README.md, "Chosen on
 validation"); the default is 1.
-With `inject_background: false` (ablation) the background enters neither x0 nor the per-step paste;
-the window is generated freely and only the final result is pasted under the mask.
+With `inject_background: false` (*ours*, the default, chosen on validation: reports/benchmark/README.md,
+"Background injection off by default") the background enters neither x0 nor the per-step paste; the
+window is generated freely and only the final result is pasted under the mask. PMA then has nothing
+to shrink (the adapters see the hard mask from the first step), so `pma_steps` acts only with
+injection on, the paper's sampler.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ class SamplerConfig:
     sampler: str = "ddim"
     pma_steps: int = 16
     only_windows: list[list[float]] = field(default_factory=lambda: [[0.7, 0.8], [0.3, 0.4]])
-    inject_background: bool = True
+    inject_background: bool = False
     guidance_scale: float = 1.0
 
     def validate(self) -> None:
