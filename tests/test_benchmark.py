@@ -70,7 +70,8 @@ def test_sampler_keys_are_drift_only_where_panda_synthesizes():
     ran["synth"]["method"] = "real"
     assert params_drift(ran, current, ["synth.method=real"]) == []
     ran["synth"]["mix_method"] = "panda"
-    assert params_drift(ran, current, ["synth.method=real", "synth.mix_method=panda"]) == ["synth.inject_background"]
+    mixed = ["synth.method=real", "synth.mix_method=panda"]
+    assert params_drift(ran, current, mixed) == ["synth.inject_background"]
     ran["synth"] |= {"method": "panda", "mix_method": None}
     assert params_drift(ran, current, []) == ["synth.inject_background"]
 

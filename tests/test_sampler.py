@@ -121,11 +121,8 @@ def test_without_background_injection_pma_changes_nothing():
     for pma_steps in (0, 16):
         stubs.append(StubDenoiser())
         cfg = SamplerConfig(steps=20, pma_steps=pma_steps, inject_background=False)
-        outs.append(
-            phased_sample(
-                stubs[-1], _scheduler("ddim", 20), background, mask, defect, cfg, torch.Generator().manual_seed(1)
-            )
-        )
+        sched, gen = _scheduler("ddim", 20), torch.Generator().manual_seed(1)
+        outs.append(phased_sample(stubs[-1], sched, background, mask, defect, cfg, gen))
     assert torch.equal(outs[0], outs[1])
     assert all(torch.equal(c["mask"], mask) for c in stubs[1].calls)  # the hard mask from the first step
 
