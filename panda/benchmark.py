@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import pandas as pd
 import yaml
 
+from panda.diffusion.sampler import SamplerConfig
 from panda.evaluate import VALIDATION_KEYS
 
 HEADLINE = [
@@ -29,9 +30,8 @@ PER_TYPE = ["pixel_auroc", "pixel_ap", "image_auroc", "miou"]
 VALIDATION = [f"val_{k}" for k in VALIDATION_KEYS]
 PAIRED_WITH = ("real", "real+draem")  # the rows a user compares a synthesizer against, where present
 PAIRED = ["pixel_ap", "miou", "val_pixel_ap", "val_miou"]
-# Read by panda's sampler only (panda.diffusion.sampler.SamplerConfig; a test keeps them equal): a
-# run that synthesizes without panda gives the same results whatever they are.
-SAMPLER_KEYS = ("steps", "sampler", "pma_steps", "only_windows", "inject_background", "guidance_scale")
+# Read by panda's sampler only: a run that synthesizes without panda gives the same results whatever they are.
+SAMPLER_KEYS = tuple(f"synth.{f.name}" for f in fields(SamplerConfig))
 
 
 @dataclass
@@ -101,7 +101,7 @@ def params_drift(run_params: dict, current: dict, sets: Sequence[str]) -> list[s
     ran = _flatten(run_params)
     keys = ran.keys() & want.keys()
     if "panda" not in (_leaf(want.get("synth.method")), _leaf(want.get("synth.mix_method"))):
-        keys -= {f"synth.{k}" for k in SAMPLER_KEYS}
+        keys -= set(SAMPLER_KEYS)
     return sorted(k for k in keys if _leaf(ran[k]) != _leaf(want[k]))
 
 

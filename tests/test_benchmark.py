@@ -58,12 +58,8 @@ def test_params_drift_names_changed_keys_but_not_overridden_added_or_unquoted_on
 
 
 def test_sampler_keys_are_drift_only_where_panda_synthesizes():
-    from dataclasses import fields
+    from panda.benchmark import params_drift
 
-    from panda.benchmark import SAMPLER_KEYS, params_drift
-    from panda.diffusion.sampler import SamplerConfig
-
-    assert SAMPLER_KEYS == tuple(f.name for f in fields(SamplerConfig))
     current = {"synth": {"method": "panda", "mix_method": None, "inject_background": False}}
     ran = {"synth": {"method": "cutpaste", "mix_method": None, "inject_background": True}}
     assert params_drift(ran, current, ["synth.method=cutpaste"]) == []
