@@ -137,27 +137,57 @@ class ReportedRun:
     run: RunResult
 
 
-def read_report(path: Path) -> list[ReportedRun]:
-    """The runs of a benchmark report JSON; only runs that recorded their `-S` overrides (in a
-    report that recorded its params) can be checked against today's params, so only those count."""
+def _ran_with(report: dict, entry: dict) -> dict | None:
+    """The params (flat) a run in `report` ran with: its own where it was kept as retired, else
+    the report's with its `-S` overrides; None where either was not recorded."""
+    if "params" in entry:
+        return entry["params"]
+    params = report.get("params")
+    return (
+        with_sets(params, entry["sets"])
+        if isinstance(params, dict) and isinstance(entry.get("sets"), list)
+        else None
+    )
+
+
+def _load_report(path: Path) -> dict:
     if not path.is_file():
-        return []
+        return {}
     try:
-        report = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise PandaError(f"{path}: not valid JSON ({err}); restore it with `git checkout -- {path}`") from err
-    params = report.get("params")
-    if not isinstance(params, dict):
-        return []
+
+
+def read_report(path: Path) -> list[ReportedRun]:
+    """The runs of a benchmark report JSON, shown and retired; only runs whose params are known
+    (recorded `-S` overrides in a report that recorded its params) can be checked against today's
+    params, so only those count."""
+    report = _load_report(path)
+    entries = [*report.get("runs", []), *report.get("retired_runs", [])]
     return [
         ReportedRun(
-            path,
-            with_sets(params, r["sets"]),
-            RunResult(r["method"], int(r["seed"]), r["metrics"], r["sets"], r.get("code")),
+            path, ran, RunResult(r["method"], int(r["seed"]), r["metrics"], r.get("sets", []), r.get("code"))
         )
-        for r in report.get("runs", [])
-        if isinstance(r.get("sets"), list)
+        for r in entries
+        if isinstance(ran := _ran_with(report, r), dict)
     ]
+
+
+def retired_runs(path: Path, shown: list[RunResult]) -> list[dict]:
+    """The runs in report `path` that its rewritten table no longer shows (a row renamed or dropped,
+    a default changed under it), each with the params it ran with: rewriting a report loses no run,
+    and a row that asks for one again reuses it. A run is the same run by seed and metrics."""
+    report = _load_report(path)
+    entries = [*report.get("runs", []), *report.get("retired_runs", [])]
+    seen = {json.dumps([r.seed, r.metrics], sort_keys=True) for r in shown}
+    kept = []
+    for entry in entries:
+        key = json.dumps([int(entry["seed"]), entry["metrics"]], sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            kept.append(entry | {"params": _ran_with(report, entry)})
+    return kept
 
 
 def find_reported(
@@ -360,6 +390,7 @@ def benchmark(
             "rows": rows,
             "paired": paired,
             "runs": [r.__dict__ for r in runs],
+            "retired_runs": retired_runs(out / f"{dataset}.json", runs),
         },
         out / f"{dataset}.json",
     )

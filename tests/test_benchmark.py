@@ -365,3 +365,79 @@ def test_every_committed_benchmark_file_reads_and_writes_the_report_it_is_named_
     assert files
     for path in files:
         assert read_benchmark_config(path).name == path.stem, path
+
+
+def test_rewriting_a_report_keeps_the_runs_its_table_no_longer_shows(tmp_path, monkeypatch):
+    """A row renamed or dropped, or a default changed under it, must not take the only record of
+    its runs with it: they move to `retired_runs` with the params they ran with, and a row that asks
+    for those params again reuses them."""
+    import json
+    from pathlib import Path
+
+    import yaml
+    from click.testing import CliRunner
+
+    from stages.cli import cli
+
+    params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
+    _committed_pipeline(tmp_path, monkeypatch, {"params.yaml": yaml.safe_dump(params)})
+    (tmp_path / "reports/benchmark").mkdir(parents=True)
+    steps = params["train"]["steps"]
+    seed_sets = ["synth.seed=0", "train.seed=0", "finetune.seed=0"]
+
+    def run(method: str, ap: float, sets: list[str]) -> dict:
+        return {"method": method, "seed": 0, "metrics": {"pixel_ap": ap}, "sets": [*sets, *seed_sets]}
+
+    report = {
+        "params": params | {"train": params["train"] | {"steps": steps + 1}},  # before a default changed
+        "runs": [
+            run("real", 0.5, ["synth.method=real"]),  # ran with the old default
+            run("short", 0.4, ["synth.method=real", f"train.steps={steps}"]),
+            {"method": "gone", "seed": 0, "metrics": {"pixel_ap": 0.2}},  # its overrides were not recorded
+        ],
+    }
+    path = tmp_path / "reports/benchmark/demo.json"
+    path.write_text(json.dumps(report))
+    now = [
+        "benchmark",
+        "--method",
+        "real:synth.method=real",
+        "--method",
+        "short",
+        "--seeds",
+        "0",
+        "--finished-only",
+    ]
+    now[4] = f"short:synth.method=real;train.steps={steps}"
+    result = CliRunner().invoke(cli, now)
+    assert result.exit_code == 0, result.output
+    assert (
+        "bench-demo-real-s0: its run in reports/benchmark/demo.json had other params: train.steps"
+        in result.output
+    )
+    table = json.loads(path.read_text())  # real now is what short ran: the same run
+    assert [(r["method"], r["metrics"]["pixel_ap"]) for r in table["runs"]] == [("real", 0.4), ("short", 0.4)]
+    retired = {r["method"]: r for r in table["retired_runs"]}
+    assert sorted(retired) == ["gone", "real"]
+    assert retired["real"]["params"]["train.steps"] == steps + 1 and retired["gone"]["params"] is None
+    # a row that sets the old value gets the run back; written again, the others are kept once each
+    outputs = [
+        CliRunner().invoke(cli, [*now, "--method", f"old:synth.method=real;train.steps={steps + 1}"]).output
+    ]
+    outputs += [
+        CliRunner().invoke(cli, [*now, "--method", f"old:synth.method=real;train.steps={steps + 1}"]).output
+    ]
+    assert (
+        "bench-demo-old-s0: no experiment here; its run in reports/benchmark/demo.json (as real)"
+        in outputs[0]
+    )
+    assert (
+        "bench-demo-old-s0: no experiment here; its run in reports/benchmark/demo.json reused" in outputs[1]
+    )
+    table = json.loads(path.read_text())
+    assert [(r["method"], r["metrics"]["pixel_ap"]) for r in table["runs"]] == [
+        ("real", 0.4),
+        ("short", 0.4),
+        ("old", 0.5),
+    ]
+    assert [r["method"] for r in table["retired_runs"]] == ["gone"]
