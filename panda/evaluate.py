@@ -98,18 +98,20 @@ def held_out_rows(manifest: pd.DataFrame, category: str, split: str = "test") ->
 
 
 def with_validation_split(manifest: pd.DataFrame, category: str) -> pd.DataFrame:
-    """A copy where `category`'s gen_train defects and train normals form split "val".
+    """A copy where `category`'s validation defects and train normals form split "val".
 
-    For choosing settings without the test split: a segmenter trained on synthetic pairs has not seen
-    the gen_train defects (only the generator has; `real` trains on them, so its score there is not a
-    validation). The train normals were seen as empty targets, so false alarms read low.
+    For choosing settings without the test split. The validation defects are the held-out `val`
+    defects where preprocess made some (`preprocess.val_fraction`), else the gen_train defects: a
+    segmenter trained on synthetic pairs has not seen those (only the generator has), but `real`
+    trains on them, so its score there is not a validation. The train normals were seen as empty
+    targets, so false alarms read low.
     """
     val = manifest.copy()
+    here = val["category"] == category
     normal = val["defect_type"] == "good"
-    chosen = (val["category"] == category) & (
-        (val["split"] == "gen_train") | ((val["split"] == "train") & normal)
-    )
-    val.loc[chosen, "split"] = "val"
+    held = here & (val["split"] == "val")
+    defects = held if (held & ~normal).any() else here & (val["split"] == "gen_train")
+    val.loc[defects | (here & (val["split"] == "train") & normal), "split"] = "val"
     return val
 
 
@@ -144,7 +146,7 @@ def predict_split(
 def validation_maps(
     model: SegUNet, manifest: pd.DataFrame, processed_dir: Path, category: str, params: EvalParams
 ) -> SplitMaps | None:
-    """Maps of the validation split (`with_validation_split`); None without gen_train defects or normals."""
+    """Maps of the validation split (`with_validation_split`); None without its defects or normals."""
     val = with_validation_split(manifest, category)
     rows = held_out_rows(val, category, "val")
     if rows.empty or (rows["defect_type"] == "good").all() or (rows["defect_type"] != "good").all():

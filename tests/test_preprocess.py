@@ -101,3 +101,45 @@ def test_real_magnetic_tile_counts_and_grouping(tmp_path):
     assert manifest.groupby("group")["split"].nunique().max() == 1
     for defect, row in summary.drop("good").iterrows():
         assert abs(row["gen_train"] - row["total"] / 3) <= 6, defect
+
+
+def test_val_fraction_holds_out_the_last_gen_train_defects_of_each_type(tmp_path):
+    """Held-out validation defects: taken from gen_train (the test split stays as it was), whole
+    groups, at least one group left to gen_train; the validation split then scores them, not gen_train."""
+    from panda.evaluate import with_validation_split
+
+    make_mvtec_tree(tmp_path / "raw", n_defect=9)
+    base = preprocess("mvtec", tmp_path / "raw", tmp_path / "base", PARAMS)
+    held = preprocess(
+        "mvtec", tmp_path / "raw", tmp_path / "held", PreprocessParams(image_size=16, val_fraction=0.34)
+    )
+    dent = held[held["defect_type"] == "dent"]
+    dent = dent.iloc[dent["image_path"].str[-7:].argsort()]
+    assert dent["split"].str[:1].tolist() == [
+        "g",
+        "g",
+        "v",
+        "t",
+        "t",
+        "t",
+        "t",
+        "t",
+        "t",
+    ]  # 000-002 were gen_train
+
+    def test_paths(manifest):
+        return set(manifest.loc[manifest["split"] == "test", "image_path"])
+
+    assert test_paths(held) == test_paths(base)
+    assert (tmp_path / "held" / dent["image_path"].iloc[2]).is_file() and "/val/" in dent["image_path"].iloc[
+        2
+    ]
+    val = with_validation_split(held, "widget")
+    assert sorted(val.loc[val["split"] == "val", "defect_type"].unique()) == ["dent", "good"]
+    assert (val.loc[val["defect_type"] != "good", "split"] == "val").sum() == (held["split"] == "val").sum()
+    single = preprocess(
+        "mvtec", tmp_path / "raw", tmp_path / "one", PreprocessParams(image_size=16, val_fraction=0.9)
+    )
+    assert ((single["split"] == "gen_train") & (single["defect_type"] == "dent")).sum() == 1
+    with pytest.raises(PandaError, match="preprocess.val_fraction"):
+        PreprocessParams(val_fraction=1.0).validate()

@@ -6,7 +6,10 @@ the manifest records each image's own box (`valid_height`, `valid_width`).
 Splits (per category): `train` and `test` normals (the dataset's own split, or a seeded split by
 group where it has none) and, per defect type, `gen_train` = the first `gen_train_fraction` of its
 defective images in sorted order, the only defects any stage may see before `evaluate`; the rest is
-`test`. Splits take whole groups (one physical object), stopping at the count closest to the target.
+`test`. With `val_fraction`, the last part of each type's gen_train goes to `val` instead: defects no
+stage sees before `evaluate` scores them, so settings can be chosen for `real` and `real + X` rows
+too (they train on gen_train). Splits take whole groups (one physical object), stopping at the count
+closest to the target.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from panda.errors import PandaError
 from panda.io import atomic_dir, check_replaceable, read_image, read_mask, save_png
 
 MANIFEST = "manifest.csv"
-SPLITS = ["train", "gen_train", "test"]
+SPLITS = ["train", "gen_train", "val", "test"]
 
 
 @dataclass
@@ -35,6 +38,7 @@ class PreprocessParams:
     geometry: str = "squash"  # squash: resized to the square | pad: long side fitted, mirror-padded
     normal_test_fraction: float = 0.2
     gen_train_fraction: float = 0.334
+    val_fraction: float = 0.0  # share of each type's gen_train held out as `val` (0: validate on gen_train)
     seed: int = 0
 
     def validate(self) -> None:
@@ -46,6 +50,8 @@ class PreprocessParams:
             raise PandaError("preprocess.gen_train_fraction must lie strictly between 0 and 1")
         if not 0 <= self.normal_test_fraction < 1:
             raise PandaError("preprocess.normal_test_fraction must lie in [0, 1)")
+        if not 0 <= self.val_fraction < 1:
+            raise PandaError("preprocess.val_fraction must lie in [0, 1) (0: no held-out validation defects)")
 
 
 def assign_splits(records: pd.DataFrame, params: PreprocessParams) -> pd.DataFrame:
@@ -66,16 +72,28 @@ def assign_splits(records: pd.DataFrame, params: PreprocessParams) -> pd.DataFra
             test_groups = set(names[:n_test])
             records.loc[sub.index, "split"] = np.where(sub["group"].isin(test_groups), "test", "train")
             continue
-        n_gen = max(1, int(round(len(sub) * params.gen_train_fraction)))
         sizes = sub.groupby("group").size()
-        taken, chosen = 0, set()
-        for group in groups.index:  # whole groups, in order, while that brings the count closer to n_gen
-            if chosen and abs(taken + sizes[group] - n_gen) > abs(taken - n_gen):
-                break
-            chosen.add(group)
-            taken += sizes[group]
-        records.loc[sub.index, "split"] = np.where(sub["group"].isin(chosen), "gen_train", "test")
+        chosen = _leading_groups(list(groups.index), sizes, len(sub) * params.gen_train_fraction)
+        held: list = []
+        if params.val_fraction > 0 and len(chosen) > 1:  # gen_train keeps at least one group
+            target = sizes[chosen].sum() * params.val_fraction
+            held = _leading_groups(chosen[::-1], sizes, target)[: len(chosen) - 1]
+        split = np.where(sub["group"].isin(chosen), "gen_train", "test")
+        records.loc[sub.index, "split"] = np.where(sub["group"].isin(held), "val", split)
     return records
+
+
+def _leading_groups(order: list, sizes: pd.Series, target: float) -> list:
+    """The first groups of `order` (at least one) while adding the next brings the image count
+    closer to `target` (rounded, at least 1)."""
+    want = max(1, int(round(target)))
+    taken, chosen = 0, []
+    for group in order:
+        if chosen and abs(taken + sizes[group] - want) > abs(taken - want):
+            break
+        chosen.append(group)
+        taken += sizes[group]
+    return chosen
 
 
 def _resize_mask(mask: np.ndarray, height: int, width: int) -> np.ndarray:
