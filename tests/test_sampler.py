@@ -143,6 +143,48 @@ def test_without_background_injection_only_the_final_paste_aligns():
     assert torch.equal(out[outside], background[outside])
 
 
+class CouplingStub(StubDenoiser):
+    """The stub plus each image's mean: what the window holds outside the mask reaches inside it."""
+
+    def _eps(self, x, t):
+        return super()._eps(x, t) + x.mean(dim=(1, 2, 3), keepdim=True)
+
+
+def test_injection_until_a_fraction_of_t_then_free_with_the_hard_mask():
+    """inject_until 0.5: the steps at t >= 500 follow PMA with the background injected, the rest see
+    the hard mask; the output lies between the two end points (1 = injection off) and keeps the
+    background outside the mask."""
+    background, mask, defect = _inputs()
+    outs, stubs = {}, {}
+    for name, inject, until in (
+        ("paper", True, 0.0),
+        ("early", True, 0.5),
+        ("never", True, 1.0),
+        ("off", False, 0.0),
+    ):
+        stubs[name] = CouplingStub()
+        cfg = SamplerConfig(
+            steps=20, pma_steps=16, only_windows=[], inject_background=inject, inject_until=until
+        )
+        sched, gen = _scheduler("ddim", 20), torch.Generator().manual_seed(1)
+        outs[name] = phased_sample(stubs[name], sched, background, mask, defect, cfg, gen)
+    early = stubs["early"].calls
+    assert torch.equal(early[0]["mask"], torch.ones_like(mask))
+    assert all(not torch.equal(c["mask"], mask) for c in early if c["t"] >= 550)
+    assert all(torch.equal(c["mask"], mask) for c in early if c["t"] < 500)
+    assert torch.equal(outs["never"], outs["off"])
+    assert not torch.allclose(outs["early"], outs["paper"], atol=1e-3)
+    assert not torch.allclose(outs["early"], outs["off"], atol=1e-3)
+    outside = mask.expand_as(outs["early"]) == 0
+    assert torch.equal(outs["early"][outside], background[outside])
+
+
+@pytest.mark.parametrize("until", [-0.1, 1.5])
+def test_inject_until_outside_zero_one_is_refused(until):
+    with pytest.raises(PandaError, match="synth.inject_until"):
+        SamplerConfig(inject_until=until).validate()
+
+
 def test_plain_inpaint_reference_keeps_the_background_and_calls_once_per_step():
     background, mask, defect = _inputs()
     stub = StubDenoiser()

@@ -23,6 +23,10 @@ With `inject_background: false` (*ours*, the default, chosen on validation: repo
 window is generated freely and only the final result is pasted under the mask. PMA then has nothing
 to shrink (the adapters see the hard mask from the first step), so `pma_steps` acts only with
 injection on, the paper's sampler.
+`inject_until` u (*ours*; 0 = every step, the paper's) stops the injection once t < u T: the early,
+noisy steps, which set a window's colour and low frequencies, see the background; the later ones,
+which draw texture, run free as without injection, and the mask turns hard from there on. Without
+injection the background shows only in the final paste.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class SamplerConfig:
     pma_steps: int = 16
     only_windows: list[list[float]] = field(default_factory=lambda: [[0.7, 0.8], [0.3, 0.4]])
     inject_background: bool = False
+    inject_until: float = 0.0
     guidance_scale: float = 1.0
 
     def validate(self) -> None:
@@ -54,6 +59,10 @@ class SamplerConfig:
             raise PandaError(
                 f"synth.pma_steps = {self.pma_steps} must lie in [0, synth.steps = {self.steps}]; "
                 "raise synth.steps for a longer shrink"
+            )
+        if not 0 <= self.inject_until <= 1:
+            raise PandaError(
+                f"synth.inject_until = {self.inject_until}: use a fraction of T in [0, 1] (0 = every step)"
             )
         if self.guidance_scale < 1:
             raise PandaError("synth.guidance_scale must be >= 1 (1 = no guidance)")
@@ -124,11 +133,14 @@ def phased_sample(
     def x0_hat(x: torch.Tensor, eps: torch.Tensor, t: int) -> torch.Tensor:
         return (x - (1 - abar(t)).sqrt() * eps) / abar(t).sqrt()
 
-    inject, scale = config.inject_background, config.guidance_scale
+    scale = config.guidance_scale
     x = noise()
     y = x.clone()
-    m_cur = torch.ones_like(mask) if config.pma_steps and inject else mask.clone()
+    m_cur = torch.ones_like(mask) if config.pma_steps and config.inject_background else mask.clone()
     for i, t in enumerate(timesteps):
+        inject = config.inject_background and t >= config.inject_until * big_t
+        if not inject:
+            m_cur = mask
         t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
         b = abar(t_prev).sqrt() * z_bg + (1 - abar(t_prev)).sqrt() * noise()
         m = (1 - abar(t_prev)).sqrt() * noise()
@@ -160,7 +172,7 @@ def phased_sample(
                 }
             )
     out = denoiser.decode(x)
-    if not inject:  # a latent model's mask is at latent size: its pixels' nearest cell
+    if not inject:  # injection off at the last step; a latent model's mask is at latent size: nearest cell
         mask = F.interpolate(mask, size=out.shape[-2:], mode="nearest")
         out = mask * out + (1 - mask) * background
     return out
