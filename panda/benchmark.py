@@ -94,15 +94,24 @@ def params_drift(run_params: dict, current: dict, sets: Sequence[str]) -> list[s
     (params.yaml) with the `-S key=value` overrides `sets` applied, values read as YAML, as DVC does.
 
     Why: a benchmark reuses an experiment by name, so a changed default (say `synth.only_windows`)
-    would otherwise keep showing runs made under the old one. A key only one side has is not drift:
-    options are added with defaults that keep the old behaviour. Nor is a sampler key in a run that
-    does not synthesize with panda (a new sampler default leaves cutpaste's runs as they were)."""
+    would otherwise keep showing runs made under the old one. A key only one side has is not drift
+    (options are added with defaults that keep the old behaviour), unless `sets` gives it a value
+    other than today's default: the run had the old behaviour, the row asks for a new one. Nor is a
+    sampler key in a run that does not synthesize with panda (a new sampler default leaves
+    cutpaste's runs as they were)."""
+    defaults = _flatten(current)
     want = with_sets(current, sets)
     ran = _flatten(run_params)
-    keys = ran.keys() & want.keys()
+    overridden = {item.partition("=")[0] for item in sets}
+    added = {k for k in (want.keys() - ran.keys()) & overridden if k in defaults}
+    keys = (ran.keys() & want.keys()) | added
     if "panda" not in (_leaf(want.get("synth.method")), _leaf(want.get("synth.mix_method"))):
         keys -= set(SAMPLER_KEYS)
-    return sorted(k for k in keys if _leaf(ran[k]) != _leaf(want[k]))
+    return sorted(
+        k
+        for k in keys
+        if _leaf(want[k]) != _leaf(defaults[k] if k in added else ran[k])
+    )
 
 
 def paired_differences(runs: Sequence[RunResult], reference: str, keys: Sequence[str] = PAIRED) -> list[dict]:

@@ -55,6 +55,11 @@ def test_params_drift_names_changed_keys_but_not_overridden_added_or_unquoted_on
     assert params_drift(ran, current, ["synth.method=draem", "synth.only=[]"]) == ["synth.method"]
     current["synth"]["new_option"] = 1  # added since the run: not drift
     assert params_drift(ran, current, ["synth.method=real", "synth.only=[]"]) == []
+    # ... unless the row sets it away from today's default: the run had the default's behaviour
+    assert params_drift(ran, current, ["synth.method=real", "synth.only=[]", "synth.new_option=2"]) == [
+        "synth.new_option"
+    ]
+    assert params_drift(ran, current, ["synth.method=real", "synth.only=[]", "synth.new_option=1"]) == []
 
 
 def test_sampler_keys_are_drift_only_where_panda_synthesizes():
