@@ -64,4 +64,5 @@ def synthesize_cmd(
         f"{len(frame)} synthetic images ({synth.method}) in {out_dir}, {sec_per_image * 1000:.1f} ms/image; "
         f"gap to real defects: contrast {quality.get('contrast_gap', float('nan')):.1f} gray levels, "
         f"detail {quality.get('detail_gap', float('nan')):.1f}"
+        + (f", chroma {quality['chroma_gap']:.1f}" if "chroma_gap" in quality else "")
     )

@@ -145,6 +145,38 @@ def test_defect_detail_tells_a_blurred_defect_from_a_textured_one():
     assert defect_detail(textured, np.zeros_like(mask)) is None
 
 
+def test_defect_chroma_flags_coloured_speckle_and_stays_silent_on_gray_images(tmp_path):
+    import pandas as pd
+    from PIL import Image
+
+    from panda.synth.quality import compare_to_real, defect_chroma
+
+    rng = np.random.default_rng(0)
+    mask = np.zeros((SIZE, SIZE), bool)
+    mask[16:40, 16:40] = True
+    gray = np.repeat(rng.integers(60, 200, (SIZE, SIZE, 1)), 3, axis=-1).astype(np.uint8)
+    speckle = gray.copy()
+    speckle[mask] = rng.integers(0, 256, (int(mask.sum()), 3))
+    tinted = gray.copy()
+    tinted[..., 0] += 10  # a colour photo of a gray defect
+    assert defect_chroma(speckle, mask) > 50
+    assert defect_chroma(tinted, mask) == pytest.approx(10)
+    assert defect_chroma(gray, mask) is None
+    assert defect_chroma(speckle, np.zeros_like(mask)) is None
+
+    Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "mask.png")
+    for name, image in (("gray", gray), ("speckle", speckle), ("tinted", tinted)):
+        Image.fromarray(image).save(tmp_path / f"{name}.png")
+
+    def rows(name: str) -> pd.DataFrame:
+        return pd.DataFrame([{"image_path": f"{name}.png", "mask_path": "mask.png", "defect_type": "dent"}])
+
+    colour = compare_to_real(rows("tinted"), tmp_path, rows("speckle"), tmp_path)
+    assert colour["real_chroma_dent"] == pytest.approx(10) and colour["chroma_gap"] > 40
+    gray_report = compare_to_real(rows("gray"), tmp_path, rows("gray"), tmp_path)
+    assert "contrast_gap" in gray_report and not any("chroma" in k for k in gray_report)
+
+
 def test_mix_makes_its_share_of_each_types_pairs(workdir):
     from click.testing import CliRunner
 

@@ -7,7 +7,10 @@ between the synthetic pairs and the real `gen_train` defects:
   surroundings);
 - detail: mean absolute Laplacian of the gray image inside the mask (gray levels per pixel); catches
   defects drawn blurred or flat where the real ones keep the product's texture (a window sampled
-  shrunk and enlarged back comes out smoother than the background it replaced), and over-textured ones.
+  shrunk and enlarged back comes out smoother than the background it replaced), and over-textured ones;
+- chroma (colour images only): mean per-pixel colourfulness inside the mask, max(R, G, B) - min(R, G, B);
+  catches defects drawn in colours the real ones do not have (a freely generated RGB window can come
+  out as coloured speckle where the real defects are grey). Gray datasets report no chroma.
 It reads only `gen_train` and synthetic images, never the test split.
 """
 
@@ -47,7 +50,20 @@ def defect_detail(image: np.ndarray, mask: np.ndarray) -> float | None:
     return float(np.abs(ndimage.laplace(_gray(image)))[inside].mean())
 
 
-MEASURES = {"contrast": defect_contrast, "detail": defect_detail}
+def defect_chroma(image: np.ndarray, mask: np.ndarray) -> float | None:
+    """Mean of max(R, G, B) - min(R, G, B) inside `mask` (0 = gray); None for an empty mask or a
+    gray image, where colour says nothing."""
+    inside = mask.astype(bool)
+    if image.ndim != 3 or not inside.any():
+        return None
+    rgb = image.astype(np.int16)
+    chroma = rgb.max(axis=-1) - rgb.min(axis=-1)
+    if not chroma.any():
+        return None
+    return float(chroma[inside].mean())
+
+
+MEASURES = {"contrast": defect_contrast, "detail": defect_detail, "chroma": defect_chroma}
 
 
 def match_contrast(
