@@ -12,6 +12,7 @@ import yaml
 
 from panda.diffusion.sampler import SamplerConfig
 from panda.evaluate import VALIDATION_KEYS
+from panda.synth.params import PANDA_ONLY
 
 HEADLINE = [
     "pixel_auroc",
@@ -30,8 +31,8 @@ PER_TYPE = ["pixel_auroc", "pixel_ap", "image_auroc", "miou"]
 VALIDATION = [f"val_{k}" for k in VALIDATION_KEYS]
 PAIRED_WITH = ("real", "real+draem")  # the rows a user compares a synthesizer against, where present
 PAIRED = ["pixel_ap", "miou", "val_pixel_ap", "val_miou"]
-# Read by panda's sampler only: a run that synthesizes without panda gives the same results whatever they are.
-SAMPLER_KEYS = tuple(f"synth.{f.name}" for f in fields(SamplerConfig))
+# Read by panda only: a run that synthesizes without panda gives the same results whatever they are.
+PANDA_KEYS = tuple(f"synth.{name}" for name in (*(f.name for f in fields(SamplerConfig)), *PANDA_ONLY))
 
 
 @dataclass
@@ -97,8 +98,8 @@ def params_drift(run_params: dict, current: dict, sets: Sequence[str]) -> list[s
     would otherwise keep showing runs made under the old one. A key only one side has is not drift
     (options are added with defaults that keep the old behaviour), unless `sets` gives it a value
     other than today's default: the run had the old behaviour, the row asks for a new one. Nor is a
-    sampler key in a run that does not synthesize with panda (a new sampler default leaves
-    cutpaste's runs as they were)."""
+    key only panda reads (`PANDA_KEYS`) in a run that does not synthesize with panda (a new sampler
+    default leaves cutpaste's runs as they were)."""
     defaults = _flatten(current)
     want = with_sets(current, sets)
     ran = _flatten(run_params)
@@ -106,12 +107,8 @@ def params_drift(run_params: dict, current: dict, sets: Sequence[str]) -> list[s
     added = {k for k in (want.keys() - ran.keys()) & overridden if k in defaults}
     keys = (ran.keys() & want.keys()) | added
     if "panda" not in (_leaf(want.get("synth.method")), _leaf(want.get("synth.mix_method"))):
-        keys -= set(SAMPLER_KEYS)
-    return sorted(
-        k
-        for k in keys
-        if _leaf(want[k]) != _leaf(defaults[k] if k in added else ran[k])
-    )
+        keys -= set(PANDA_KEYS)
+    return sorted(k for k in keys if _leaf(want[k]) != _leaf(defaults[k] if k in added else ran[k]))
 
 
 def paired_differences(runs: Sequence[RunResult], reference: str, keys: Sequence[str] = PAIRED) -> list[dict]:

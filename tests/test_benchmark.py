@@ -62,19 +62,22 @@ def test_params_drift_names_changed_keys_but_not_overridden_added_or_unquoted_on
     assert params_drift(ran, current, ["synth.method=real", "synth.only=[]", "synth.new_option=1"]) == []
 
 
-def test_sampler_keys_are_drift_only_where_panda_synthesizes():
+def test_keys_only_panda_reads_are_drift_only_where_panda_synthesizes():
     from panda.benchmark import params_drift
 
-    current = {"synth": {"method": "panda", "mix_method": None, "inject_background": False}}
-    ran = {"synth": {"method": "cutpaste", "mix_method": None, "inject_background": True}}
+    panda_only = {"inject_background": False, "match_chroma": True}
+    current = {"synth": {"method": "panda", "mix_method": None, "n_per_defect": 8, **panda_only}}
+    ran = {"synth": {"method": "cutpaste", "mix_method": None, "n_per_defect": 8}}
+    ran["synth"] |= {"inject_background": True, "match_chroma": False}
     assert params_drift(ran, current, ["synth.method=cutpaste"]) == []
     ran["synth"]["method"] = "real"
     assert params_drift(ran, current, ["synth.method=real"]) == []
+    assert params_drift(ran, current, ["synth.method=real", "synth.n_per_defect=4"]) == ["synth.n_per_defect"]
     ran["synth"]["mix_method"] = "panda"
     mixed = ["synth.method=real", "synth.mix_method=panda"]
-    assert params_drift(ran, current, mixed) == ["synth.inject_background"]
+    assert params_drift(ran, current, mixed) == ["synth.inject_background", "synth.match_chroma"]
     ran["synth"] |= {"method": "panda", "mix_method": None}
-    assert params_drift(ran, current, []) == ["synth.inject_background"]
+    assert params_drift(ran, current, []) == ["synth.inject_background", "synth.match_chroma"]
 
 
 def _git(root, *args: str, date: str = "2026-01-01T00:00:00") -> str:

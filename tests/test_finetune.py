@@ -319,3 +319,39 @@ def test_match_contrast_gives_each_defect_its_real_examples_contrast(tmp_path):
         assert min(abs(defect_contrast(b, inside) - c) for c in real) < 1.0
     got = {round(defect_contrast(b, m > 0)) for b, m in matched}
     assert len(got) == 2  # both real contrasts occur: the spread is kept, not averaged away
+
+
+def test_match_chroma_gives_each_defect_its_real_examples_saturation_and_leaves_gray_data_alone(tmp_path):
+    from panda.synth.context import DefectContext, placement_prior
+    from panda.synth.params import SynthParams
+    from panda.synth.quality import defect_chroma, defect_contrast
+    from panda.synth.run import batch_synthesizer
+
+    mask = np.zeros((64, 64), bool)
+    mask[20:30, 24:36] = True
+    examples = []
+    for red in (4, 60):  # a nearly gray and a strongly red real defect on a gray product
+        image = np.full((64, 64, 3), 120, np.uint8)
+        image[mask] = (90 + red, 90, 90)
+        examples.append((image, mask))
+    real = sorted(defect_chroma(i, m) for i, m in examples)
+    ctx = DefectContext("crack", placement_prior([m for _, m in examples], (64, 64)), examples)
+    model_dir = _saved_model(tmp_path)
+    normals = [np.random.default_rng(s).integers(100, 140, (64, 64, 3), dtype=np.uint8) for s in range(6)]
+
+    def run(chroma: bool, images: list, context: DefectContext) -> list:
+        params = SynthParams(n_per_defect=6, steps=2, pma_steps=1, match_chroma=chroma)
+        return batch_synthesizer("panda", params, model_dir)(images, context, np.random.default_rng(0))
+
+    for (image, m), (plain, _) in zip(run(True, normals, ctx), run(False, normals, ctx), strict=True):
+        inside = m > 0
+        assert np.array_equal(image[~inside], plain[~inside])  # only labelled pixels move
+        assert min(abs(defect_chroma(image, inside) - c) for c in real) < 1.0
+        contrasts = [defect_contrast(i, mm) for i, mm in examples]
+        assert min(abs(defect_contrast(image, inside) - c) for c in contrasts) < 1.0  # contrast still matched
+    gray_examples = [(np.repeat(i.mean(-1, keepdims=True), 3, -1).astype(np.uint8), m) for i, m in examples]
+    gray_ctx = DefectContext("crack", ctx.placement, gray_examples)
+    gray_normals = [np.repeat(n[..., :1], 3, -1) for n in normals]
+    matched, plain = run(True, gray_normals, gray_ctx), run(False, gray_normals, gray_ctx)
+    for (a, _), (b, _) in zip(matched, plain, strict=True):
+        assert np.array_equal(a, b)  # no colour in the real defects: nothing to match

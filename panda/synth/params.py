@@ -12,6 +12,9 @@ from panda.diffusion.sampler import SamplerConfig
 from panda.errors import PandaError
 
 METHODS = ("panda", "cutpaste", "draem", "real")
+# `synth` keys that only panda reads, besides the sampler's (`SamplerConfig`): a run made without
+# panda gives the same pairs whatever they are
+PANDA_ONLY = ("mask_dir", "window_mode", "match_contrast", "match_chroma", "enlarge")
 WINDOW_MODES = ("auto", "resize", "native")  # auto: each type as the denoiser learnt it
 ENLARGE_MODES = ("bicubic", "residual")  # how a window sampled shrunk is enlarged back (diffusion.py)
 
@@ -33,6 +36,7 @@ class SynthParams(SamplerConfig):
     mix_fraction: float = 0.0
     window_mode: str = "auto"  # panda: as the denoiser was fine-tuned (auto), or force resize / native
     match_contrast: bool = True  # panda: shift each defect to the contrast of its mask's real example
+    match_chroma: bool = False  # panda, colour data: scale each defect's saturation to its mask's example's
     enlarge: str = "bicubic"  # panda, resized windows: enlarge the sample (bicubic) or only its change
 
     def sampler_config(self) -> SamplerConfig:

@@ -93,6 +93,27 @@ def match_contrast(
     return out
 
 
+def match_chroma(image: np.ndarray, mask: np.ndarray, target: float) -> np.ndarray:
+    """`image` with each pixel under `mask` moved towards or away from its own gray level, so that
+    `defect_chroma` becomes `target`: colour is scaled, brightness (the pixel's gray) kept.
+
+    Why: a window generated freely on a colour product can come out as coloured speckle where the
+    real defects are nearly gray; scaling the saturation keeps its shape and brightness and takes its
+    colourfulness from the real example. A gray image, or a target for which there is none, is left
+    as it is; values clip at 0 and 255.
+    """
+    current = defect_chroma(image, mask)
+    if current is None or current == 0:
+        return image
+    inside = mask.astype(bool)
+    rgb = image.astype(np.float32)
+    gray = rgb.mean(axis=-1, keepdims=True)
+    scaled = gray + (rgb - gray) * (target / current)
+    out = image.copy()
+    out[inside] = scaled[inside].round().clip(0, 255).astype(np.uint8)
+    return out
+
+
 def measures_by_type(frame: pd.DataFrame, root: Path) -> dict[str, dict[str, float]]:
     """Each measure's mean per defect type of manifest rows (image and mask paths relative to `root`)."""
     values: dict[str, dict[str, list[float]]] = {name: {} for name in MEASURES}

@@ -28,7 +28,7 @@ from panda.synth.draem import draem
 from panda.synth.manifest import MANIFEST
 from panda.synth.masks import augment_mask, load_mask_folder
 from panda.synth.params import SynthParams, method_counts
-from panda.synth.quality import defect_contrast, match_contrast
+from panda.synth.quality import defect_chroma, defect_contrast, match_chroma, match_contrast
 from panda.synth.real import real_paste
 
 BatchSynthesizer = Callable[[list[np.ndarray], DefectContext, np.random.Generator], list[Sample]]
@@ -59,7 +59,7 @@ def _panda(
         model, config, params.seed, params.window_mode, device, mixed_precision, params.enlarge
     )
     user_masks: list[np.ndarray] | None = None
-    real_contrasts: dict[str, list[float | None]] = {}  # per defect type, its gen_train examples'
+    real_looks: dict[str, list[tuple[float | None, float | None]]] = {}  # per type: (contrast, chroma)
 
     def run(images: list[np.ndarray], ctx: DefectContext, rng: np.random.Generator) -> list[Sample]:
         nonlocal user_masks
@@ -75,21 +75,34 @@ def _panda(
             masks.append(resize_mask(mask, image.shape[:2]))
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         edited = synth.batch(images, masks, ctx.defect_type, generator)
-        if params.match_contrast:
-            # each defect takes the contrast of the real example its mask came from (a random one
-            # for user masks), so the set keeps the real spread of faint and strong defects
-            if ctx.defect_type not in real_contrasts:
-                real_contrasts[ctx.defect_type] = [defect_contrast(img, m) for img, m in ctx.examples]
-            real = real_contrasts[ctx.defect_type]
+        if params.match_contrast or params.match_chroma:
+            # each defect takes the look of the real example its mask came from (a random one for
+            # user masks), so the set keeps the real spread of faint and strong, gray and coloured
+            if ctx.defect_type not in real_looks:
+                real_looks[ctx.defect_type] = [
+                    (defect_contrast(img, m), defect_chroma(img, m)) for img, m in ctx.examples
+                ]
+            real = real_looks[ctx.defect_type]
             if user_masks:
                 picks = [int(rng.integers(len(real))) for _ in images]
             edited = [
-                img if real[i] is None else match_contrast(img, m, real[i])
-                for img, m, i in zip(edited, masks, picks, strict=True)
+                _match_look(img, m, *real[i], params) for img, m, i in zip(edited, masks, picks, strict=True)
             ]
         return [(img, m.astype(np.uint8) * 255) for img, m in zip(edited, masks, strict=True)]
 
     return run
+
+
+def _match_look(
+    image: np.ndarray, mask: np.ndarray, contrast: float | None, chroma: float | None, params: SynthParams
+) -> np.ndarray:
+    """`image` with its defect's saturation, then its contrast, set to a real example's (where asked
+    and measurable): scaling colour about each pixel's gray keeps the brightness the contrast sets."""
+    if params.match_chroma and chroma is not None:
+        image = match_chroma(image, mask, chroma)
+    if params.match_contrast and contrast is not None:
+        image = match_contrast(image, mask, contrast)
+    return image
 
 
 def batch_synthesizer(
