@@ -33,6 +33,9 @@ PAIRED_WITH = ("real", "real+draem")  # the rows a user compares a synthesizer a
 PAIRED = ["pixel_ap", "miou", "val_pixel_ap", "val_miou"]
 # Read by panda only: a run that synthesizes without panda gives the same results whatever they are.
 PANDA_KEYS = tuple(f"synth.{name}" for name in (*(f.name for f in fields(SamplerConfig)), *PANDA_ONLY))
+# Keys added after committed runs were made, each with the value that does what the code did before
+# it existed: a run that did not record the key ran with this value, whatever today's default is.
+ADDED_KEYS = {"preprocess.val_fraction": 0.0, "synth.inject_until": 0.0, "synth.match_chroma": False}
 
 
 @dataclass
@@ -95,14 +98,14 @@ def params_drift(run_params: dict, current: dict, sets: Sequence[str]) -> list[s
     (params.yaml) with the `-S key=value` overrides `sets` applied, values read as YAML, as DVC does.
 
     Why: a benchmark reuses an experiment by name, so a changed default (say `synth.only_windows`)
-    would otherwise keep showing runs made under the old one. A key only one side has is not drift
-    (options are added with defaults that keep the old behaviour), unless `sets` gives it a value
-    other than today's default: the run had the old behaviour, the row asks for a new one. Nor is a
-    key only panda reads (`PANDA_KEYS`) in a run that does not synthesize with panda (a new sampler
-    default leaves cutpaste's runs as they were)."""
+    would otherwise keep showing runs made under the old one. A key the run did not record ran with
+    its `ADDED_KEYS` value; any other key only one side has is not drift (options are added with
+    defaults that keep the old behaviour), unless `sets` gives it a value other than today's
+    default. Nor is a key only panda reads (`PANDA_KEYS`) in a run that does not synthesize with
+    panda (a new sampler default leaves cutpaste's runs as they were)."""
     defaults = _flatten(current)
     want = with_sets(current, sets)
-    ran = _flatten(run_params)
+    ran = {k: v for k, v in ADDED_KEYS.items() if k in want} | _flatten(run_params)
     overridden = {item.partition("=")[0] for item in sets}
     added = {k for k in (want.keys() - ran.keys()) & overridden if k in defaults}
     keys = (ran.keys() & want.keys()) | added

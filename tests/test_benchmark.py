@@ -62,6 +62,25 @@ def test_params_drift_names_changed_keys_but_not_overridden_added_or_unquoted_on
     assert params_drift(ran, current, ["synth.method=real", "synth.only=[]", "synth.new_option=1"]) == []
 
 
+def test_a_key_added_since_a_run_counts_with_the_value_the_run_had():
+    """A default changed after the key was added (synth.match_chroma: false, then true) must not be
+    taken for the setting of runs made before the key existed."""
+    from pathlib import Path
+
+    import yaml
+
+    from panda.benchmark import ADDED_KEYS, _flatten, params_drift
+
+    current = {"synth": {"method": "panda", "mix_method": None, "match_chroma": True, "inject_until": 0.0}}
+    ran = {"synth": {"method": "panda", "mix_method": None}}
+    assert params_drift(ran, current, []) == ["synth.match_chroma"]
+    assert params_drift(ran, current, ["synth.match_chroma=false"]) == []
+    both = ["synth.inject_until", "synth.match_chroma"]
+    assert params_drift(ran, current, ["synth.inject_until=0.5"]) == both
+    with open(Path(__file__).parents[1] / "params.yaml") as f:
+        assert set(ADDED_KEYS) <= set(_flatten(yaml.safe_load(f)))  # each names a real key
+
+
 def test_keys_only_panda_reads_are_drift_only_where_panda_synthesizes():
     from panda.benchmark import params_drift
 

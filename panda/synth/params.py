@@ -36,7 +36,7 @@ class SynthParams(SamplerConfig):
     mix_fraction: float = 0.0
     window_mode: str = "auto"  # panda: as the denoiser was fine-tuned (auto), or force resize / native
     match_contrast: bool = True  # panda: shift each defect to the contrast of its mask's real example
-    match_chroma: bool = False  # panda, colour data: scale each defect's saturation to its mask's example's
+    match_chroma: bool = True  # panda, colour data: scale each defect's saturation to its mask's example's
     enlarge: str = "bicubic"  # panda, resized windows: enlarge the sample (bicubic) or only its change
 
     def sampler_config(self) -> SamplerConfig:
