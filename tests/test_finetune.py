@@ -335,6 +335,7 @@ def test_match_chroma_gives_each_defect_its_real_examples_saturation_and_leaves_
         image[mask] = (90 + red, 90, 90)
         examples.append((image, mask))
     real = sorted(defect_chroma(i, m) for i, m in examples)
+    contrasts = [defect_contrast(i, m) for i, m in examples]
     ctx = DefectContext("crack", placement_prior([m for _, m in examples], (64, 64)), examples)
     model_dir = _saved_model(tmp_path)
     normals = [np.random.default_rng(s).integers(100, 140, (64, 64, 3), dtype=np.uint8) for s in range(6)]
@@ -347,7 +348,6 @@ def test_match_chroma_gives_each_defect_its_real_examples_saturation_and_leaves_
         inside = m > 0
         assert np.array_equal(image[~inside], plain[~inside])  # only labelled pixels move
         assert min(abs(defect_chroma(image, inside) - c) for c in real) < 1.0
-        contrasts = [defect_contrast(i, mm) for i, mm in examples]
         assert min(abs(defect_contrast(image, inside) - c) for c in contrasts) < 1.0  # contrast still matched
     gray_examples = [(np.repeat(i.mean(-1, keepdims=True), 3, -1).astype(np.uint8), m) for i, m in examples]
     gray_ctx = DefectContext("crack", ctx.placement, gray_examples)
